@@ -1,0 +1,206 @@
+"""Triton model configurations, built with the official schema (``model_config_pb2``).
+
+Every ``config.pbtxt`` the project writes comes from here, so field names and enum values are
+the server's own and a typo fails in Python, not at load time in the server.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as pb
+from tritonclient.utils import np_to_triton_dtype
+
+ModelConfig = pb.ModelConfig
+
+# The file name Triton looks for in a version folder when the config does not name one.
+DEFAULT_MODEL_FILENAME = {
+    "tensorflow_graphdef": "model.graphdef",
+    "tensorflow_savedmodel": "model.savedmodel",
+    "onnxruntime_onnx": "model.onnx",
+    "tensorrt_plan": "model.plan",
+    "pytorch_libtorch": "model.pt",
+}
+
+
+def triton_dtype(dtype: Any) -> int:
+    """Map a numpy, torch, TensorFlow or ONNX data type (or a Triton name) to ``pb.DataType``.
+
+    Accepts ``"TYPE_FP32"``, ``"FP32"``, ``np.float32``, ``torch.float32``, ``tf.float32`` and
+    ``onnx.TensorProto.FLOAT``; string types map to ``TYPE_STRING`` (Triton's BYTES).
+    """
+    if isinstance(dtype, str):
+        name = dtype if dtype.startswith("TYPE_") else "TYPE_" + dtype
+        name = "TYPE_STRING" if name == "TYPE_BYTES" else name
+        if name not in pb.DataType.keys():
+            raise ValueError(f"unknown Triton data type {dtype!r}")
+        return pb.DataType.Value(name)
+    module = type(dtype).__module__.split(".")[0]
+    if module == "torch":
+        import torch
+
+        if dtype == torch.bfloat16:
+            return pb.TYPE_BF16
+        dtype = torch.empty((), dtype=dtype).numpy().dtype
+    elif module in ("tensorflow", "tf_keras", "keras"):
+        dtype = dtype.as_numpy_dtype
+    elif isinstance(dtype, (int, np.integer)) and not isinstance(dtype, bool):
+        import onnx
+
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(int(dtype))
+    name = np_to_triton_dtype(np.dtype(dtype))
+    if name is None:
+        raise ValueError(f"no Triton data type for {dtype!r}")
+    return triton_dtype(name)
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """One input or output: ``dims`` exclude the batch dimension when the model batches."""
+
+    name: str
+    dtype: Any
+    dims: Sequence[int]
+    reshape: Sequence[int] | None = None
+    label_filename: str | None = None
+
+
+@dataclass(frozen=True)
+class Instances:
+    """An instance group: ``count`` copies on each of ``gpus`` (all GPUs when empty) or on the CPU."""
+
+    count: int = 1
+    kind: str = "cpu"
+    gpus: Sequence[int] = ()
+
+
+@dataclass(frozen=True)
+class DynamicBatching:
+    """Let the server merge requests into one batch, waiting at most ``max_queue_delay_us``."""
+
+    preferred_batch_sizes: Sequence[int] = ()
+    max_queue_delay_us: int = 0
+
+
+def _io(message: Any, tensor: Tensor) -> Any:
+    message.name = tensor.name
+    message.data_type = triton_dtype(tensor.dtype)
+    message.dims.extend(int(d) for d in tensor.dims)
+    if tensor.reshape is not None:
+        message.reshape.shape.extend(int(d) for d in tensor.reshape)
+    return message
+
+
+def model_config(
+    name: str,
+    *,
+    platform: str | None = None,
+    backend: str | None = None,
+    max_batch_size: int = 0,
+    inputs: Sequence[Tensor] = (),
+    outputs: Sequence[Tensor] = (),
+    instances: Sequence[Instances] = (),
+    dynamic_batching: DynamicBatching | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    default_model_filename: str | None = None,
+) -> ModelConfig:
+    """Build a model's configuration.
+
+    Name the ``platform`` (``onnxruntime_onnx``, ``tensorflow_graphdef``...), not a backend,
+    so that the official images use their native backends and the embedded server the
+    project's Python-based ones with the same repository.
+    """
+    if (platform is None) == (backend is None):
+        raise ValueError(f"model {name!r}: give exactly one of platform and backend")
+    config = pb.ModelConfig(name=name, max_batch_size=max_batch_size)
+    if platform:
+        config.platform = platform
+    if backend:
+        config.backend = backend
+    if default_model_filename:
+        config.default_model_filename = default_model_filename
+    for tensor in inputs:
+        _io(config.input.add(), tensor)
+    for tensor in outputs:
+        message = _io(config.output.add(), tensor)
+        if tensor.label_filename:
+            message.label_filename = tensor.label_filename
+    for group in instances:
+        kind = {"cpu": pb.ModelInstanceGroup.KIND_CPU, "gpu": pb.ModelInstanceGroup.KIND_GPU}
+        if group.kind.lower() not in kind:
+            raise ValueError(f"model {name!r}: instance kind must be 'cpu' or 'gpu', not {group.kind!r}")
+        message = config.instance_group.add(count=group.count, kind=kind[group.kind.lower()])
+        message.gpus.extend(group.gpus)
+    if dynamic_batching is not None:
+        config.dynamic_batching.preferred_batch_size.extend(dynamic_batching.preferred_batch_sizes)
+        config.dynamic_batching.max_queue_delay_microseconds = dynamic_batching.max_queue_delay_us
+    for key, value in (parameters or {}).items():
+        config.parameters[key].string_value = str(value)
+    return config
+
+
+@dataclass
+class Step:
+    """One model in an ensemble chain.
+
+    ``inputs``/``outputs`` rename the model's tensors to ensemble tensors; a tensor not named
+    there keeps its own name, so a chain whose models agree on names needs no mapping at all.
+    """
+
+    model: ModelConfig
+    inputs: Mapping[str, str] = field(default_factory=dict)
+    outputs: Mapping[str, str] = field(default_factory=dict)
+    version: int = -1
+
+
+def ensemble_config(
+    name: str,
+    steps: Sequence[Step],
+    outputs: Sequence[str] | None = None,
+    max_batch_size: int | None = None,
+) -> ModelConfig:
+    """Build an ensemble from a chain of steps.
+
+    The ensemble's inputs are the tensors some step consumes and none produces; its outputs are
+    ``outputs`` (default: the tensors some step produces and none consumes). Data types and dims
+    come from the step models; ``max_batch_size`` defaults to the smallest of the steps'.
+    """
+    produced: dict[str, Any] = {}
+    consumed: dict[str, Any] = {}
+    config = pb.ModelConfig(name=name, platform="ensemble")
+    for step in steps:
+        message = config.ensemble_scheduling.step.add(model_name=step.model.name, model_version=step.version)
+        for tensor in step.model.input:
+            ensemble_name = step.inputs.get(tensor.name, tensor.name)
+            message.input_map[tensor.name] = ensemble_name
+            if ensemble_name not in produced:
+                consumed.setdefault(ensemble_name, tensor)
+        for tensor in step.model.output:
+            ensemble_name = step.outputs.get(tensor.name, tensor.name)
+            message.output_map[tensor.name] = ensemble_name
+            produced[ensemble_name] = tensor
+    if outputs is None:
+        used = {name for step in config.ensemble_scheduling.step for name in step.input_map.values()}
+        outputs = [t for t in produced if t not in used]
+    config.max_batch_size = min(s.model.max_batch_size for s in steps) if max_batch_size is None else max_batch_size
+    for tensor_name, source in consumed.items():
+        config.input.add(name=tensor_name, data_type=source.data_type, dims=source.dims)
+    for tensor_name in outputs:
+        if tensor_name not in produced:
+            raise ValueError(f"ensemble {name!r}: output {tensor_name!r} is produced by no step")
+        source = produced[tensor_name]
+        config.output.add(name=tensor_name, data_type=source.data_type, dims=source.dims)
+    return config
+
+
+def to_text(config: ModelConfig) -> str:
+    """The ``config.pbtxt`` text of a configuration."""
+    return text_format.MessageToString(config)
+
+
+def from_text(text: str) -> ModelConfig:
+    """Parse ``config.pbtxt`` text; raises ``text_format.ParseError`` naming the line at fault."""
+    return text_format.Parse(text, pb.ModelConfig())

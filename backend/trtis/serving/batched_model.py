@@ -1,0 +1,105 @@
+"""The part every Python-based backend of the project shares.
+
+Triton hands a Python model a list of requests. This base class runs them as one batch where
+the model batches and their shapes allow, splits the outputs back per request, checks outputs
+against the config, and, when a batch fails, reruns its requests one by one so that only the
+bad request gets an error and the others still succeed.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from trtis.config import DEFAULT_MODEL_FILENAME
+
+Feed = dict[str, np.ndarray]
+
+
+class BatchedModel:
+    """Subclasses implement ``load`` and ``run``; everything about requests lives here."""
+
+    def load(self, path: Path, device: str, parameters: Mapping[str, str]) -> None:
+        raise NotImplementedError
+
+    def run(self, feed: Feed) -> Mapping[str, np.ndarray]:
+        raise NotImplementedError
+
+    def initialize(self, args: dict) -> None:
+        config = json.loads(args["model_config"])
+        self.name = args["model_name"]
+        self.batching = int(config.get("max_batch_size", 0)) > 0
+        self.inputs = {t["name"]: pb_utils.triton_string_to_numpy(t["data_type"]) for t in config["input"]}
+        self.outputs = {t["name"]: pb_utils.triton_string_to_numpy(t["data_type"]) for t in config["output"]}
+        self.output_dims = {t["name"]: [int(d) for d in t.get("reshape", {}).get("shape") or t["dims"]] for t in config["output"]}
+        filename = config.get("default_model_filename") or DEFAULT_MODEL_FILENAME.get(config.get("platform", ""))
+        path = Path(args["model_repository"]) / args["model_version"] / (filename or "")
+        if not filename or not path.exists():
+            raise pb_utils.TritonModelException(f"model {self.name!r}: model file {path} not found")
+        device = "cpu"
+        if args.get("model_instance_kind") == "GPU":
+            device = f"cuda:{args['model_instance_device_id']}"
+        parameters = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        self.load(path, device, parameters)
+
+    def execute(self, requests: list) -> list:
+        feeds = [self._feed(request) for request in requests]
+        try:
+            return [self._response(result) for result in self._run_together(feeds)]
+        except Exception as error:  # noqa: BLE001 - reported to the client, per request
+            if len(feeds) == 1:
+                return [self._error(error)]
+        responses = []
+        for feed in feeds:
+            try:
+                responses.append(self._response(self._run_together([feed])[0]))
+            except Exception as error:  # noqa: BLE001
+                responses.append(self._error(error))
+        return responses
+
+    def _feed(self, request) -> Feed:
+        tensors = {name: pb_utils.get_input_tensor_by_name(request, name) for name in self.inputs}
+        return {name: tensor.as_numpy() for name, tensor in tensors.items() if tensor is not None}
+
+    def _run_together(self, feeds: list[Feed]) -> list[Feed]:
+        for feed in feeds:
+            missing = self.inputs.keys() - feed.keys()
+            if missing:
+                raise ValueError(f"model {self.name!r}: request lacks inputs {sorted(missing)}")
+        same_shapes = all({k: v.shape[1:] for k, v in f.items()} == {k: v.shape[1:] for k, v in feeds[0].items()} for f in feeds)
+        if not (self.batching and same_shapes and len(feeds) > 1):
+            return [self._checked(self.run(feed), feed) for feed in feeds]
+        sizes = [len(next(iter(feed.values()))) for feed in feeds]
+        batch = {name: np.concatenate([feed[name] for feed in feeds]) for name in self.inputs}
+        outputs = self._checked(self.run(batch), batch)
+        splits = np.cumsum(sizes)[:-1]
+        parts = {name: np.split(value, splits) for name, value in outputs.items()}
+        return [{name: parts[name][i] for name in parts} for i in range(len(feeds))]
+
+    def _checked(self, outputs: Mapping[str, np.ndarray], feed: Feed) -> Feed:
+        batch = len(next(iter(feed.values()))) if self.batching else None
+        checked = {}
+        for name, dtype in self.outputs.items():
+            if name not in outputs:
+                raise RuntimeError(f"model {self.name!r} produced no output {name!r}")
+            value = np.asarray(outputs[name])
+            value = value if value.dtype == dtype else value.astype(dtype)
+            shape = list(value.shape[1:] if self.batching else value.shape)
+            expected = self.output_dims[name]
+            if batch is not None and (value.ndim == 0 or len(value) != batch):
+                raise RuntimeError(f"model {self.name!r}: output {name!r} has batch size "
+                                   f"{len(value) if value.ndim else 0}, expected {batch}")
+            if len(shape) != len(expected) or any(e not in (-1, s) for e, s in zip(expected, shape)):
+                raise RuntimeError(f"model {self.name!r}: output {name!r} has dims {shape}, config says {expected}")
+            checked[name] = value
+        return checked
+
+    def _response(self, outputs: Feed):
+        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(k, v) for k, v in outputs.items()])
+
+    def _error(self, error: Exception):
+        text = " ".join(f"{type(error).__name__}: {error}".split())
+        return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(text[:1000]))
