@@ -78,6 +78,7 @@ def _check_ensemble(config: ModelConfig, models: Mapping[str, ModelConfig]) -> N
                 raise RepositoryError(f"ensemble {name!r}: tensor {ensemble_tensor!r} is produced twice")
             producers[ensemble_tensor] = (index, model_outputs[tensor])
 
+    _check_acyclic(name, steps, producers)
     for tensor, uses in consumers.items():
         if tensor in ensemble_inputs:
             source, source_model = ensemble_inputs[tensor], "the ensemble input"
@@ -103,7 +104,6 @@ def _check_ensemble(config: ModelConfig, models: Mapping[str, ModelConfig]) -> N
                 f"but produced as {_dtype(source.data_type)} {list(source.dims)}")
     for tensor in producers.keys() - consumers.keys() - ensemble_outputs.keys():
         raise RepositoryError(f"ensemble {name!r}: tensor {tensor!r} is produced but never used")
-    _check_acyclic(name, steps, producers)
 
 
 def _check_acyclic(name: str, steps: Sequence[pb.ModelEnsembling.Step], producers: Mapping[str, tuple[int, object]]) -> None:
