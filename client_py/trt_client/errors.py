@@ -1,0 +1,58 @@
+"""The client's exceptions: one type per thing a caller can act on, each saying what to do.
+
+Every error of an asynchronous request carries the request's ``input_id``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from tritonclient.utils import InferenceServerException
+
+
+class TrtClientError(Exception):
+    """Base of every error raised by trt_client."""
+
+    def __init__(self, message: str, input_id: Any = None):
+        super().__init__(message)
+        self.input_id = input_id
+
+
+class ServerUnreachable(TrtClientError):
+    """No Triton server answers at the URL (not started, stopped, wrong address or port)."""
+
+
+class ModelNotReady(TrtClientError):
+    """The model (or that version of it) is not in the repository, or is not loaded."""
+
+
+class InvalidInput(TrtClientError):
+    """An input's name, data type or shape does not match the model; nothing was sent."""
+
+
+class RequestTimeout(TrtClientError, TimeoutError):
+    """A request, or a wait for a result, took longer than its timeout."""
+
+
+class TooManyInFlight(TrtClientError):
+    """``async_run`` with ``when_full="raise"`` found the bound on requests in flight reached."""
+
+
+class InferenceFailed(TrtClientError):
+    """The server took the request but the model failed on it (a corrupt image, say)."""
+
+
+def translate(error: InferenceServerException, url: str, model: str, input_id: Any = None) -> TrtClientError:
+    """Turn a tritonclient error into the matching trt_client error."""
+    status = str(error.status() or "")
+    message = error.message() or str(error)
+    if "UNAVAILABLE" in status and "model" not in message.lower():
+        return ServerUnreachable(f"no Triton server answers at {url} ({message}); start it with ./start.sh "
+                                 "or check the address", input_id)
+    if "NOT_FOUND" in status or "UNAVAILABLE" in status:
+        return ModelNotReady(f"model {model!r} is not ready at {url}: {message}", input_id)
+    if "DEADLINE_EXCEEDED" in status:
+        return RequestTimeout(f"request to model {model!r} timed out ({message}); raise the timeout or lower the load",
+                              input_id)
+    if "INVALID_ARGUMENT" in status:
+        return InvalidInput(f"model {model!r} refused the request: {message}", input_id)
+    return InferenceFailed(f"model {model!r} failed on the request: {message}", input_id)
