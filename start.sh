@@ -5,5 +5,5 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 python="$here/.venv/bin/python"
 [ -x "$python" ] || { echo "start.sh: $python not found: run ./install.sh first" >&2; exit 1; }
-exec "$python" -m trtis.serving.launcher \
-  --model-repository "$here/model_repository" --state-dir "$here/.triton" "$@"
+TRTIS_MODEL_REPOSITORY="$here/model_repository" TRTIS_STATE_DIR="$here/.triton" \
+  exec "$python" -m trtis.serving.launcher "$@"

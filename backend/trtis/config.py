@@ -23,6 +23,7 @@ DEFAULT_MODEL_FILENAME = {
     "onnxruntime_onnx": "model.onnx",
     "tensorrt_plan": "model.plan",
     "pytorch_libtorch": "model.pt",
+    "python": "model.py",  # a backend, not a platform: the Python backend's model file
 }
 
 

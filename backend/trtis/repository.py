@@ -29,7 +29,8 @@ class RepositoryError(ValueError):
 
 @dataclass
 class Model:
-    """A model to write: its config, its file (or folder) and extra files such as labels."""
+    """A model to write: its config, its file (or folder) and extra files such as labels
+    (keyed by their path inside the model folder)."""
 
     config: ModelConfig
     artefact: Artefact = None
@@ -165,11 +166,14 @@ def _write_model(root: Path, model: Model) -> Path:
         version_dir = staging / str(model.version)
         version_dir.mkdir()
         if model.artefact is not None:
-            filename = config.default_model_filename or DEFAULT_MODEL_FILENAME.get(config.platform)
+            kind = config.platform or config.backend
+            filename = config.default_model_filename or DEFAULT_MODEL_FILENAME.get(kind)
             if filename is None:
-                raise RepositoryError(f"model {config.name!r}: no default file name for platform {config.platform!r}")
+                raise RepositoryError(f"model {config.name!r}: no default file name for {kind!r}; "
+                                      "set default_model_filename")
             _put(version_dir / filename, model.artefact)
-        for filename, source in model.files.items():
+        for filename, source in model.files.items():  # paths inside the model folder ("1/helper.py")
+            (staging / filename).parent.mkdir(parents=True, exist_ok=True)
             _put(staging / filename, source)
         (staging / "config.pbtxt").write_text(to_text(config))
         os.chmod(staging, 0o755)

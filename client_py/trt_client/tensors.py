@@ -34,6 +34,7 @@ class ModelSpec:
     max_batch_size: int
     inputs: tuple[TensorInfo, ...]
     outputs: tuple[TensorInfo, ...]
+    parameters: Mapping[str, str]  # the config's parameters (the detection ensemble names its classes there)
 
     @classmethod
     def from_server(cls, metadata: Mapping, config: Mapping) -> ModelSpec:
@@ -45,7 +46,9 @@ class ModelSpec:
                          for t in tensors)
 
         versions = metadata.get("versions") or [""]
-        return cls(metadata["name"], versions[-1], max_batch, infos(metadata["inputs"]), infos(metadata["outputs"]))
+        parameters = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+        return cls(metadata["name"], versions[-1], max_batch, infos(metadata["inputs"]), infos(metadata["outputs"]),
+                   parameters)
 
     def describe(self) -> str:
         return ", ".join(str(t) for t in self.inputs)

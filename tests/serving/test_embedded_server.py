@@ -9,7 +9,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from conftest import listening, new_server, running_server
+from servers import listening, new_server, running_server
 from tiny_models import texts
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import new_server
+from servers import new_server
 from trtis import config, repository
 
 
@@ -45,7 +45,7 @@ def test_torchscript_runs_on_the_gpu_of_its_instance_group(tmp_path, tiny):
 
     import tritonclient.grpc as grpcclient
 
-    from conftest import running_server
+    from servers import running_server
 
     buffer = io.BytesIO()
     torch.jit.save(tiny.head, buffer)

@@ -6,7 +6,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from conftest import free_port
+from servers import free_port
 from tiny_models import texts
 from trt_client import aio, client
 from trt_client.errors import InferenceFailed, InvalidInput, ModelNotReady, RequestTimeout, ServerUnreachable, TooManyInFlight

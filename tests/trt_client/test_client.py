@@ -6,7 +6,7 @@ import threading
 import numpy as np
 import pytest
 
-from conftest import free_port, running_server
+from servers import free_port, running_server
 from tiny_models import texts
 from trt_client import client
 from trt_client.errors import (InferenceFailed, InvalidInput, ModelNotReady, RequestTimeout, ServerUnreachable,

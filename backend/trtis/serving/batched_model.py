@@ -35,7 +35,7 @@ class BatchedModel:
         self.inputs = {t["name"]: pb_utils.triton_string_to_numpy(t["data_type"]) for t in config["input"]}
         self.outputs = {t["name"]: pb_utils.triton_string_to_numpy(t["data_type"]) for t in config["output"]}
         self.output_dims = {t["name"]: [int(d) for d in t.get("reshape", {}).get("shape") or t["dims"]] for t in config["output"]}
-        filename = config.get("default_model_filename") or DEFAULT_MODEL_FILENAME.get(config.get("platform", ""))
+        filename = config.get("default_model_filename") or DEFAULT_MODEL_FILENAME.get(config.get("platform") or "")
         path = Path(args["model_repository"]) / args["model_version"] / (filename or "")
         if not filename or not path.exists():
             raise pb_utils.TritonModelException(f"model {self.name!r}: model file {path} not found")

@@ -160,21 +160,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=["embedded", "docker", "auto"], default="embedded",
                         help="embedded: the bundled server on this machine (CPU, no Docker); docker: the official "
                              "image on the GPUs; auto: docker where Docker, its NVIDIA runtime and the image exist")
-    parser.add_argument("--model-repository", type=Path, default=Path("model_repository"))
+    parser.add_argument("--model-repository", type=Path,
+                        default=Path(os.environ.get("TRTIS_MODEL_REPOSITORY", "model_repository")))
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 exposes the server)")
     parser.add_argument("--http-port", type=int, default=Ports.http)
     parser.add_argument("--grpc-port", type=int, default=Ports.grpc)
     parser.add_argument("--metrics-port", type=int, default=Ports.metrics)
-    parser.add_argument("--state-dir", type=Path, default=Path(".triton"), help="where the pid and log files go")
+    default_state = Path(os.environ.get("TRTIS_STATE_DIR", ".triton"))
+    parser.add_argument("--state-dir", type=Path, default=default_state, help="where the pid and log files go")
     parser.add_argument("--timeout", type=float, default=180, help="seconds to wait for the server to be ready")
     parser.add_argument("--image", default=docker.DEFAULT_IMAGE, help="Docker mode: the Triton image")
     parser.add_argument("--log-verbose", type=int, default=0)
     parser.add_argument("--stop", action="store_true", help="stop the server started from --state-dir")
+    parser.add_argument("--restart", action="store_true", help="stop the server started from --state-dir first, if any")
     args = parser.parse_args(argv)
     try:
         if args.stop:
             print("Server stopped." if stop(args.state_dir) else f"No server was running from {args.state_dir}.")
             return 0
+        if args.restart and stop(args.state_dir):
+            print("Stopped the running server.")
         ports = Ports(args.http_port, args.grpc_port, args.metrics_port)
         mode = start(args.mode, args.model_repository, args.host, ports, args.state_dir, args.timeout,
                      args.image, args.log_verbose)
@@ -186,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Model repository: {args.model_repository.resolve()}")
     if mode == "embedded":
         print(f"Log: {(args.state_dir / LOG_FILE).resolve()}  pid file: {(args.state_dir / PID_FILE).resolve()}")
-    print("Stop it with: ./start.sh --stop" + (f" --state-dir {args.state_dir}" if args.state_dir != Path(".triton") else ""))
+    print("Stop it with: ./start.sh --stop" + (f" --state-dir {args.state_dir}" if args.state_dir != default_state else ""))
     return 0
 
 

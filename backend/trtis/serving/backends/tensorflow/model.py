@@ -14,7 +14,10 @@ def _cause(message: str) -> str:
     """The line of a TensorFlow error that says what went wrong (it follows a traceback header)."""
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     causes = [line for line in lines if not line.startswith(("Graph execution error", "Detected at node", "Node:", "[["))]
-    return causes[-1] if causes else lines[-1]
+    cause = causes[-1] if causes else lines[-1]
+    if cause.startswith("assertion failed: [") and "]" in cause:  # tf.debugging.assert_*: keep its message
+        cause = cause[len("assertion failed: ["):cause.index("]")]
+    return cause
 
 
 class TritonPythonModel(BatchedModel):

@@ -1,0 +1,48 @@
+"""CenterNet's test-time preprocessing in NumPy/OpenCV: the reference the TensorFlow graph is
+checked against, and the math of the Python preprocess model (for Triton images without the
+TensorFlow backend). Self-contained (numpy and cv2 only) so it can be copied next to that model.
+
+The image is decoded as BGR, warped by the official affine transform (centre of the image to
+the centre of the input, scale = longest side -> input size, aspect kept, padding 0, bilinear),
+then normalised with the training mean/std.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+MEAN_BGR = np.array([0.40789654, 0.44719302, 0.47026115], np.float32)
+STD_BGR = np.array([0.28863828, 0.27408164, 0.27809835], np.float32)
+
+
+def letterbox_affine(height: int, width: int, size: int) -> np.ndarray:
+    """The 2x3 transform from original-image pixels to network-input pixels (official
+    ``get_affine_transform(c=(w/2, h/2), s=max(h, w), rot=0, output=(size, size))``)."""
+    k = size / max(height, width)
+    return np.array([[k, 0, size / 2 - k * width / 2], [0, k, size / 2 - k * height / 2]], np.float64)
+
+
+def inverse_affine(height: int, width: int, size: int) -> np.ndarray:
+    """Network-input pixels -> original-image pixels: the meta the postprocess maps boxes with."""
+    return cv2.invertAffineTransform(letterbox_affine(height, width, size)).astype(np.float32)
+
+
+def decode_bgr(data: bytes) -> np.ndarray:
+    """Decode JPEG/PNG bytes to HxWx3 BGR uint8 (grayscale, alpha and CMYK become 3 channels)."""
+    if len(data) == 0:
+        raise ValueError("the image is empty (0 bytes)")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"cannot decode the image ({len(data)} bytes): not a valid JPEG or PNG")
+    return image
+
+
+def preprocess(data: bytes, size: int, mean: np.ndarray = MEAN_BGR, std: np.ndarray = STD_BGR):
+    """Encoded image -> (3xSxS float32 input, 2x3 meta_affine, [height, width] meta_size)."""
+    image = decode_bgr(data)
+    height, width = image.shape[:2]
+    warped = cv2.warpAffine(image, letterbox_affine(height, width, size), (size, size), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+    normalised = (warped.astype(np.float32) / 255.0 - mean) / std
+    return (np.ascontiguousarray(normalised.transpose(2, 0, 1)), inverse_affine(height, width, size),
+            np.array([height, width], np.float32))

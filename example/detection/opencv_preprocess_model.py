@@ -1,0 +1,33 @@
+"""Triton Python model: the preprocess stage in OpenCV (``convert.sh --preprocess-format python``).
+
+For Triton images without the TensorFlow backend (25.03 and newer); needs numpy and
+opencv-python-headless in the server's Python. ``letterbox.py`` is copied beside this file.
+Each request's images are preprocessed one by one; an image that cannot be decoded fails its
+request only.
+"""
+import json
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+from letterbox import preprocess
+
+OUTPUTS = ("image", "meta_affine", "meta_size")
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        self.size = int(config["parameters"]["input_size"]["string_value"])
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            raw = pb_utils.get_input_tensor_by_name(request, "raw_image").as_numpy()
+            try:
+                parts = [preprocess(bytes(encoded), self.size) for encoded in raw.reshape(-1)]
+            except ValueError as error:
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"detection-preprocess: {error}")))
+                continue
+            columns = [np.stack(column) for column in zip(*parts)]
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(n, c) for n, c in zip(OUTPUTS, columns)]))
+        return responses

@@ -1,0 +1,52 @@
+"""A detection repository converted from seeded random weights (input 256 to keep CI fast; one
+test converts at the default 512), plus the OpenCV preprocess model, served once per session."""
+from __future__ import annotations
+
+import pytest
+
+from servers import running_server
+from detection import pipeline
+from detection.convert import DEFAULT_CLASSES, Options, convert, preprocess_stage
+from detection.inference import InProcessPipeline
+from detection.network import NetworkSpec, load_network
+from trtis import repository
+
+INPUT_SIZE = 256
+OPENCV_PREPROCESS = "detection-preprocess-opencv"
+
+
+@pytest.fixture(scope="session")
+def network():
+    return load_network(None, NetworkSpec(DEFAULT_CLASSES), seed=0)[0]
+
+
+@pytest.fixture(scope="session")
+def reference(network):
+    """The same pipeline in process: the served TensorFlow graph, the PyTorch network and decoder."""
+    from detection.preprocess import TensorFlowPreprocess
+
+    return InProcessPipeline(network, INPUT_SIZE, TensorFlowPreprocess(INPUT_SIZE))
+
+
+@pytest.fixture(scope="session")
+def detection_repository(tmp_path_factory):
+    root = tmp_path_factory.mktemp("detection_repository")
+    rows = convert(Options(root, random_init=0, input_size=INPUT_SIZE, max_batch_size=8))
+    opencv = preprocess_stage(Options(root, input_size=INPUT_SIZE, preprocess_format="python"), [], [])
+    opencv.config.name = OPENCV_PREPROCESS
+    repository.write_repository(root, [opencv])
+    return root, rows
+
+
+@pytest.fixture(scope="session")
+def detection_server(detection_repository, tmp_path_factory):
+    with running_server(detection_repository[0], tmp_path_factory.mktemp("detection_state")) as server:
+        yield server
+
+
+@pytest.fixture
+def runner(detection_server):
+    from trt_client import client
+
+    with client.Inference(detection_server.grpc_url, pipeline.ENSEMBLE, "1") as inference:
+        yield inference

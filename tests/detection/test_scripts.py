@@ -1,0 +1,65 @@
+"""convert.sh and client.sh as a user runs them."""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import torch
+
+from detection import pipeline
+from detection.convert import DEFAULT_CLASSES
+from detection.network import NetworkSpec, save_checkpoint
+from detection.network.checkpoint import random_network
+from trtis import repository
+
+ROOT = Path(__file__).resolve().parents[2]
+CONVERT = ROOT / "example" / "detection" / "convert.sh"
+CLIENT = ROOT / "example" / "detection" / "client.sh"
+
+
+def test_convert_sh_turns_a_users_official_checkpoint_into_a_repository_at_the_default_size(tmp_path):
+    spec = NetworkSpec(["cat", "dog", "bird"])
+    checkpoint = tmp_path / "user" / "model_best.pth"
+    network = random_network(spec, seed=5)
+    save_checkpoint(network, spec, checkpoint, epoch=140)
+    state = torch.load(checkpoint, weights_only=True)
+    torch.save({"epoch": 140, "state_dict": {f"module.{k}": v for k, v in state["state_dict"].items()}}, checkpoint)
+    run = subprocess.run([str(CONVERT), "--checkpoint", str(checkpoint), "--output", str(tmp_path / "repo"),
+                          "--max-batch-size", "4", "--instances", "2"], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "network: PyTorch vs ONNX" in run.stdout and " NO" not in run.stdout
+    configs = repository.read_configs(tmp_path / "repo")
+    assert sorted(configs) == sorted([pipeline.ENSEMBLE, pipeline.PREPROCESS, pipeline.NETWORK, pipeline.POSTPROCESS])
+    network_config = configs[pipeline.NETWORK]
+    assert list(network_config.input[0].dims) == [3, 512, 512]
+    assert list(network_config.output[0].dims) == [3, 128, 128], "three classes at stride 4"
+    assert network_config.max_batch_size == 4 and network_config.instance_group[0].count == 2
+    assert configs[pipeline.ENSEMBLE].max_batch_size == 4
+    assert json.loads(configs[pipeline.ENSEMBLE].parameters["class_names"].string_value) == ["cat", "dog", "bird"]
+    assert (tmp_path / "repo" / pipeline.POSTPROCESS / "labels.txt").read_text().split() == ["cat", "dog", "bird"]
+    assert (tmp_path / "repo" / pipeline.NETWORK / "1" / "model.onnx").stat().st_size > 50e6
+
+
+def test_convert_sh_refuses_bad_options(tmp_path):
+    run = subprocess.run([str(CONVERT), "--random-init", "0", "--input-size", "100", "--output", str(tmp_path)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and "multiple of 32" in run.stderr
+    run = subprocess.run([str(CONVERT), "--checkpoint", str(tmp_path / "none.pth"), "--output", str(tmp_path)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and "none.json not found" in run.stderr
+
+
+def test_client_sh_prints_detections_and_writes_annotated_images(detection_server, tmp_path):
+    run = subprocess.run([str(CLIENT), "--url", detection_server.grpc_url, "--output", str(tmp_path / "out"),
+                          "--threshold", "0"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "run and async_run agree on all 8 image(s)" in run.stdout
+    assert "3_000006.png: 100 detection(s)" in run.stdout  # threshold 0: all top-100
+    assert any(name in run.stdout for name in DEFAULT_CLASSES)
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert len(written) == 8 and all(name.endswith(".jpg") for name in written)
+    run = subprocess.run([str(CLIENT), "--url", detection_server.grpc_url, "--model", "nope",
+                          str(ROOT / "example" / "test-data" / "3_000000.jpg")], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 1 and "model 'nope' version 1 is not ready" in run.stderr
