@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +20,9 @@ from tqdm import tqdm
 
 CLASSES = ("circle", "rectangle", "triangle", "star", "cross", "ring")
 SPLIT_SEEDS = {"train": 1, "val": 2, "test": 3}
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "retina", "immunohistochemistry",
-          "camera", "brick", "grass", "gravel", "moon", "page", "horse", "coins", "clock")
+PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "hubble_deep_field.jpg", "retina.jpg",
+          "ihc.png", "camera.png", "brick.png", "grass.png", "gravel.png", "moon.png", "page.png", "coins.png",
+          "clock_motion.png", "color.png")
 MIN_VISIBLE = 0.35  # an object hidden more than this by later ones is not annotated
 
 
@@ -34,11 +36,15 @@ class Sample:
 
 @functools.lru_cache(maxsize=None)
 def _photo(name: str) -> np.ndarray:
-    from skimage import data as skdata
-
-    image = getattr(skdata, name)()
-    image = np.dstack([image] * 3) if image.ndim == 2 else image[..., :3]
-    return cv2.cvtColor(np.ascontiguousarray(image, dtype=np.uint8), cv2.COLOR_RGB2BGR)
+    """A sample photograph from scikit-image's data folder (read as files: skimage is not imported)."""
+    spec = importlib.util.find_spec("skimage")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("scikit-image is not installed: its sample photographs are the dataset's backgrounds")
+    path = Path(spec.submodule_search_locations[0]) / "data" / name
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise RuntimeError(f"cannot read {path}")
+    return image
 
 
 def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:

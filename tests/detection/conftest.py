@@ -1,14 +1,15 @@
-"""A detection repository converted from seeded random weights (input 256 to keep CI fast; one
-test converts at the default 512), plus the OpenCV preprocess model, served once per session."""
+"""The detection repository converted from the shipped trained weights (input 256 to keep CI
+fast; one test converts at the default 512), plus the OpenCV preprocess model, served once per
+session."""
 from __future__ import annotations
 
 import pytest
 
 from servers import running_server
 from detection import pipeline
-from detection.convert import DEFAULT_CLASSES, Options, convert, preprocess_stage
+from detection.convert import DEFAULT_CHECKPOINT, Options, convert, preprocess_stage
 from detection.inference import InProcessPipeline
-from detection.network import NetworkSpec, load_network
+from detection.network import load_network
 from trtis import repository
 
 INPUT_SIZE = 256
@@ -17,7 +18,7 @@ OPENCV_PREPROCESS = "detection-preprocess-opencv"
 
 @pytest.fixture(scope="session")
 def network():
-    return load_network(None, NetworkSpec(DEFAULT_CLASSES), seed=0)[0]
+    return load_network(DEFAULT_CHECKPOINT)[0]
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +32,7 @@ def reference(network):
 @pytest.fixture(scope="session")
 def detection_repository(tmp_path_factory):
     root = tmp_path_factory.mktemp("detection_repository")
-    rows = convert(Options(root, random_init=0, input_size=INPUT_SIZE, max_batch_size=8))
+    rows = convert(Options(root, DEFAULT_CHECKPOINT, input_size=INPUT_SIZE, max_batch_size=8))
     opencv = preprocess_stage(Options(root, input_size=INPUT_SIZE, preprocess_format="python"), [], [])
     opencv.config.name = OPENCV_PREPROCESS
     repository.write_repository(root, [opencv])
