@@ -67,8 +67,9 @@ def statistics_delta(before: dict, after: dict) -> dict:
 
 
 def served_level(url: str, images: list[bytes], concurrency: int, seconds: float, warmup: float) -> dict:
-    """Keep ``concurrency`` requests in flight; measure those sent after the warm-up."""
-    latencies, errors, sent = [], 0, {}
+    """Keep ``concurrency`` requests in flight. Throughput counts every request finished inside the
+    window; latencies are those of the requests sent inside it."""
+    latencies, errors, completed, sent = [], 0, 0, {}
     with client.Inference(url, pipeline.ENSEMBLE, "1", max_in_flight=concurrency, timeout=120) as runner:
         counter = 0
 
@@ -96,16 +97,17 @@ def served_level(url: str, images: list[bytes], concurrency: int, seconds: float
             issued = sent.pop(input_id)
             if before is None and now >= start:
                 before, measured_from = triton_statistics(url), now
-            if before is not None and issued >= measured_from and now <= end:
+            if before is not None and now <= end:
+                completed += not failed
                 errors += failed
-                if not failed:
+                if not failed and issued >= measured_from:
                     latencies.append(now - issued)
             if now < end:
                 send()
         after = triton_statistics(url)
     window = min(end, time.perf_counter()) - (measured_from or start)
-    return {"concurrency": concurrency, "throughput": round(len(latencies) / window, 2), **percentiles(latencies),
-            "errors": errors, "requests": len(latencies), "triton": statistics_delta(before or after, after)}
+    return {"concurrency": concurrency, "throughput": round(completed / window, 2), **percentiles(latencies),
+            "errors": errors, "requests": completed, "triton": statistics_delta(before or after, after)}
 
 
 def in_process_limit(repository: Path, images: list[bytes], input_size: int, seconds: float) -> dict:
@@ -160,13 +162,14 @@ def _naive_server(repository: str, input_size: int, port: int) -> None:
 
 
 def naive_level(port: int, images: list[bytes], concurrency: int, seconds: float, warmup: float) -> dict:
-    latencies, errors = [], 0
+    """As ``served_level``, with one blocking HTTP client thread per request in flight."""
+    latencies, errors, completed = [], 0, 0
     began = time.perf_counter()
     start, end = began + warmup, began + warmup + seconds
     lock = threading.Lock()
 
     def worker(offset: int):
-        nonlocal errors
+        nonlocal errors, completed
         index = offset
         while time.perf_counter() < end:
             issued = time.perf_counter()
@@ -179,15 +182,17 @@ def naive_level(port: int, images: list[bytes], concurrency: int, seconds: float
             except OSError:
                 ok = False
             now = time.perf_counter()
-            if issued >= start and now <= end:
+            if start <= now <= end:
                 with lock:
-                    latencies.append(now - issued) if ok else None
+                    completed += ok
                     errors += not ok
+                    if ok and issued >= start:
+                        latencies.append(now - issued)
             index += concurrency
 
     with ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(worker, range(concurrency)))
-    return {"concurrency": concurrency, "throughput": round(len(latencies) / seconds, 2), **percentiles(latencies),
+    return {"concurrency": concurrency, "throughput": round(completed / seconds, 2), **percentiles(latencies),
             "errors": errors}
 
 
