@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from detection.network.dla import DLA34, conv_bn_relu
+from detection.network.dla import DLA34, conv_bn_relu, init_conv_bn_
 
 
 def bilinear_upsampling_(up: nn.ConvTranspose2d) -> None:
@@ -45,13 +45,7 @@ class IDAUp(nn.Module):
         for i in range(1, len(channels)):
             setattr(self, f"node_{i}", nn.Sequential(*conv_bn_relu(out_dim * 2, out_dim, kernel=3)))
         self.count = len(channels)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels
-                module.weight.data.normal_(0, math.sqrt(2.0 / fan_out))
-            elif isinstance(module, nn.BatchNorm2d):
-                module.weight.data.fill_(1)
-                module.bias.data.zero_()
+        init_conv_bn_(self)
 
     def forward(self, layers: list[torch.Tensor]) -> list[torch.Tensor]:
         layers = [getattr(self, f"up_{i}")(getattr(self, f"proj_{i}")(layer)) for i, layer in enumerate(layers)]

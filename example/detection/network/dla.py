@@ -15,6 +15,17 @@ LEVELS = (1, 1, 1, 2, 2, 1)
 CHANNELS = (16, 32, 64, 128, 256, 512)
 
 
+def init_conv_bn_(module: nn.Module) -> None:
+    """The official initialisation: convolutions N(0, sqrt(2 / fan-out)), batch norms 1 and 0."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Conv2d):
+            fan_out = layer.kernel_size[0] * layer.kernel_size[1] * layer.out_channels
+            layer.weight.data.normal_(0, math.sqrt(2.0 / fan_out))
+        elif isinstance(layer, nn.BatchNorm2d):
+            layer.weight.data.fill_(1)
+            layer.bias.data.zero_()
+
+
 def conv_bn_relu(inplanes: int, planes: int, kernel: int = 3, stride: int = 1) -> list[nn.Module]:
     return [nn.Conv2d(inplanes, planes, kernel, stride=stride, padding=kernel // 2, bias=False),
             nn.BatchNorm2d(planes), nn.ReLU(inplace=True)]
@@ -101,13 +112,7 @@ class DLA34(nn.Module):
         self.level4 = Tree(LEVELS[4], CHANNELS[3], CHANNELS[4], 2, level_root=True)
         self.level5 = Tree(LEVELS[5], CHANNELS[4], CHANNELS[5], 2, level_root=True)
         self.fc = nn.Conv2d(CHANNELS[-1], 1000, 1, stride=1, padding=0, bias=True)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels
-                module.weight.data.normal_(0, math.sqrt(2.0 / fan_out))
-            elif isinstance(module, nn.BatchNorm2d):
-                module.weight.data.fill_(1)
-                module.bias.data.zero_()
+        init_conv_bn_(self)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         levels = []
