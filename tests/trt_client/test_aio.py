@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from servers import free_port
-from tiny_models import texts
 from trt_client import aio, client
 from trt_client.errors import InferenceFailed, InvalidInput, ModelNotReady, RequestTimeout, ServerUnreachable, TooManyInFlight
 
