@@ -56,11 +56,3 @@ def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
     log.info("onnx-simplifier: %d nodes -> %d nodes", len(model.graph.node), len(simplified.graph.node))
     return simplified
 
-
-def tensor_dims(model: onnx.ModelProto, name: str) -> list[int]:
-    """An input's or output's dims without the batch axis (-1 where dynamic)."""
-    for value in [*model.graph.input, *model.graph.output]:
-        if value.name == name:
-            dims = [d.dim_value if d.HasField("dim_value") else -1 for d in value.type.tensor_type.shape.dim]
-            return dims[1:]
-    raise KeyError(f"the model has no input or output {name!r}")
