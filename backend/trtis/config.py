@@ -107,12 +107,15 @@ def model_config(
     dynamic_batching: DynamicBatching | None = None,
     parameters: Mapping[str, Any] | None = None,
     default_model_filename: str | None = None,
+    warmup_batch_sizes: Sequence[int] = (),
 ) -> ModelConfig:
     """Build a model's configuration.
 
     Name the ``platform`` (``onnxruntime_onnx``, ``tensorflow_graphdef``...), not a backend,
     so that the official images use their native backends and the embedded server the
-    project's Python-based ones with the same repository.
+    project's Python-based ones with the same repository. ``warmup_batch_sizes``: the server runs
+    every instance once per size, on zeros, before it reports ready (first GPU runs of each shape
+    are slow).
     """
     if (platform is None) == (backend is None):
         raise ValueError(f"model {name!r}: give exactly one of platform and backend")
@@ -140,6 +143,11 @@ def model_config(
         config.dynamic_batching.max_queue_delay_microseconds = dynamic_batching.max_queue_delay_us
     for key, value in (parameters or {}).items():
         config.parameters[key].string_value = str(value)
+    for size in warmup_batch_sizes:
+        warmup = config.model_warmup.add(name=f"zeros, batch {size}", batch_size=size, count=1)
+        for tensor in inputs:
+            warmup.inputs[tensor.name].CopyFrom(pb.ModelWarmup.Input(
+                data_type=triton_dtype(tensor.dtype), dims=[int(d) for d in tensor.dims], zero_data=True))
     return config
 
 

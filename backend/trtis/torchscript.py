@@ -3,6 +3,7 @@ hosts without TensorRT) or FP32 on the CPU. The FP16 module takes and returns FP
 its config and the ensemble do not change."""
 from __future__ import annotations
 
+import copy
 import io
 from collections.abc import Sequence
 
@@ -25,7 +26,7 @@ def export(module: torch.nn.Module, example_inputs: Sequence[torch.Tensor], devi
     """Trace ``module`` on ``device`` (FP16 when ``half``, which needs CUDA) and serialize it."""
     if half and not device.startswith("cuda"):
         raise ValueError("FP16 TorchScript is for CUDA devices; export FP32 for the CPU")
-    module = module.eval().to(device)
+    module = copy.deepcopy(module).eval().to(device)  # the caller's module stays as it was
     if half:
         module = HalfPrecision(module)
     inputs = tuple(t.to(device) for t in example_inputs)

@@ -61,3 +61,25 @@ def test_torchscript_runs_on_the_gpu_of_its_instance_group(tmp_path, tiny):
         scores = grpcclient.InferenceServerClient(server.grpc_url).infer("gpu-head", [tensor]).as_numpy("scores")
     with torch.inference_mode():
         np.testing.assert_allclose(scores, tiny.head(torch.from_numpy(hidden)).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_warmup_runs_before_the_server_reports_ready(tmp_path):
+    """A model that refuses all-zero input cannot pass its warm-up on zeros: the load fails, with
+    the model's own words, so the warm-up really ran through the backend."""
+    import io
+
+    import torch
+
+    class ZeroAverse(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if bool((x == 0).all()):
+                raise RuntimeError("refusing an all-zero input")
+            return x * 2
+
+    buffer = io.BytesIO()
+    torch.jit.save(torch.jit.script(ZeroAverse()), buffer)
+    warmed = config.model_config("zero-averse", platform="pytorch_libtorch", max_batch_size=4,
+                                 inputs=[config.Tensor("x", np.float32, [3])],
+                                 outputs=[config.Tensor("y", np.float32, [3])], warmup_batch_sizes=[1, 4])
+    message = start_failure(tmp_path, repository.Model(warmed, buffer.getvalue()))
+    assert "refusing an all-zero input" in message and "zero-averse" in message

@@ -91,3 +91,15 @@ def test_ensemble_output_must_be_produced():
     pre, net, post = chain_models()
     with pytest.raises(ValueError, match="'scores' is produced by no step"):
         config.ensemble_config("e", [config.Step(pre)], outputs=["scores"])
+
+
+def test_warmup_batch_sizes_become_model_warmup_on_zeros_for_every_input():
+    built = config.model_config("net", platform="pytorch_libtorch", max_batch_size=4,
+                                inputs=[config.Tensor("image", np.float32, [3, 8, 8]),
+                                        config.Tensor("size", np.int32, [2])],
+                                outputs=[config.Tensor("out", np.float32, [1])], warmup_batch_sizes=range(1, 5))
+    assert [w.batch_size for w in built.model_warmup] == [1, 2, 3, 4]
+    image = built.model_warmup[2].inputs["image"]
+    assert image.zero_data and image.data_type == pb.TYPE_FP32 and list(image.dims) == [3, 8, 8]
+    assert built.model_warmup[0].inputs["size"].data_type == pb.TYPE_INT32
+    assert config.from_text(config.to_text(built)) == built

@@ -10,6 +10,7 @@ Run as ``python -m trtis.serving.embedded`` (install.sh does) to assemble and ch
 """
 from __future__ import annotations
 
+import filecmp
 import importlib.util
 import logging
 import os
@@ -74,10 +75,11 @@ def assemble(home: Path = DEFAULT_HOME) -> Path:
     backends = Path(home) / "backends"
     python_backend = backends / "python"
     python_backend.mkdir(parents=True, exist_ok=True)
-    for item in (bundled / "backends" / "python").iterdir():
-        if item.is_file():
-            shutil.copy2(item, python_backend / item.name)
-    shutil.copy2(stub, python_backend / stub.name)
+    for item in [*(bundled / "backends" / "python").iterdir(), stub]:
+        target = python_backend / item.name
+        # A running server holds these files open ("text file busy"): copy only what changed.
+        if item.is_file() and not (target.exists() and filecmp.cmp(item, target, shallow=False)):
+            shutil.copy2(item, target)
     for backend in sorted(PROJECT_BACKENDS.iterdir()):
         if (backend / "model.py").exists():
             link = backends / backend.name

@@ -86,7 +86,7 @@ def wait_ready(host: str, port: int, timeout: float, still_running=lambda: True)
 
 
 def start(mode: str, repository: Path, host: str, ports: Ports, state_dir: Path, timeout: float,
-          image: str = docker.DEFAULT_IMAGE, log_verbose: int = 0) -> str:
+          image: str = docker.DEFAULT_IMAGE, log_verbose: int = 0, gpus: str = "all") -> str:
     """Start the server; returns the mode it runs in."""
     repository = Path(repository)
     if not repository.is_dir():
@@ -108,7 +108,8 @@ def start(mode: str, repository: Path, host: str, ports: Ports, state_dir: Path,
         reason = docker.unavailable_reason(image)
         if reason:
             raise LaunchError(f"Docker mode is not possible here: {reason}; use --mode embedded")
-        result = subprocess.run(docker.command(repository, host, ports.http, ports.grpc, ports.metrics, image),
+        result = subprocess.run(docker.command(repository, host, ports.http, ports.grpc, ports.metrics, image,
+                                               gpus if gpus == "all" else f'"device={gpus}"'),
                                 capture_output=True, text=True)
         if result.returncode != 0:
             raise LaunchError(f"docker run failed: {result.stderr.strip()}")
@@ -170,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", type=Path, default=default_state, help="where the pid and log files go")
     parser.add_argument("--timeout", type=float, default=180, help="seconds to wait for the server to be ready")
     parser.add_argument("--image", default=docker.DEFAULT_IMAGE, help="Docker mode: the Triton image")
+    parser.add_argument("--gpus", default="all", help="Docker mode: the GPUs the container sees (e.g. 0,1,2,3); the "
+                        "models' instance groups say which of them each model uses")
     parser.add_argument("--log-verbose", type=int, default=0)
     parser.add_argument("--stop", action="store_true", help="stop the server started from --state-dir")
     parser.add_argument("--restart", action="store_true", help="stop the server started from --state-dir first, if any")
@@ -182,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             print("Stopped the running server.")
         ports = Ports(args.http_port, args.grpc_port, args.metrics_port)
         mode = start(args.mode, args.model_repository, args.host, ports, args.state_dir, args.timeout,
-                     args.image, args.log_verbose)
+                     args.image, args.log_verbose, args.gpus)
     except (LaunchError, embedded.EmbeddedServerError) as error:
         print(f"start.sh: {error}", file=sys.stderr)
         return 1

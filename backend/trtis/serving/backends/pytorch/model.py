@@ -28,7 +28,9 @@ class TritonPythonModel(BatchedModel):
 
     def run(self, feed: Feed) -> dict:
         torch = self.torch
-        with torch.inference_mode():
+        # Without the JIT's profiling runs: they made each instance's first calls at every new batch
+        # size take about a second, and a conv net gains nothing from its fusions.
+        with torch.inference_mode(), torch.jit.optimized_execution(False):
             args = [torch.from_numpy(np.ascontiguousarray(feed[name])).to(self.device) for name in self.inputs]
             result = self.module(*args)
         if isinstance(result, dict):
