@@ -54,7 +54,10 @@ class Options:
     random_init: int | None = None
     input_size: int = pipeline.INPUT_SIZE
     max_batch_size: int = 8
-    instances: int = 1
+    preprocess_instances: int = 2
+    network_instances: int = 2
+    postprocess_instances: int = 1
+    gpus: tuple[int, ...] = ()
     network_format: str = "onnx"
     preprocess_format: str = "tensorflow"
     check_images: tuple[Path, ...] = ()
@@ -83,7 +86,7 @@ def preprocess_stage(options: Options, images: list[bytes], rows: list) -> repos
                config.Tensor(pipeline.META_AFFINE, np.float32, [2, 3]),
                config.Tensor(pipeline.META_SIZE, np.float32, [2])]
     common = dict(max_batch_size=batching, inputs=[config.Tensor(pipeline.RAW_IMAGE, np.object_, [1])],
-                  outputs=outputs, instances=[config.Instances(options.instances)],
+                  outputs=outputs, instances=[config.Instances(options.preprocess_instances)],
                   dynamic_batching=config.DynamicBatching(max_queue_delay_us=1000))
     if options.preprocess_format == "python":
         model = config.model_config(pipeline.PREPROCESS, backend="python",
@@ -153,11 +156,44 @@ def latency_ms(model: bytes, feed: dict[str, np.ndarray], runs: int = 3) -> floa
 
 
 def network_stage(options: Options, network: torch.nn.Module, image: np.ndarray, rows: list) -> repository.Model:
-    """PyTorch -> ONNX -> simplified ONNX, then the requested form: ONNX, INT8 QDQ ONNX, TorchScript or
-    a TensorRT plan; every form is checked against the one it was made from."""
+    """PyTorch -> the requested form: TorchScript, or ONNX -> simplified ONNX -> ONNX, INT8 QDQ ONNX or a
+    TensorRT plan; every form is checked against the one it was made from."""
     example = torch.from_numpy(image)
     with torch.inference_mode():
         reference = dict(zip(pipeline.HEADS, (t.numpy() for t in network(example))))
+    size, fmt = options.input_size, options.network_format
+    out = size // pipeline.OUTPUT_STRIDE
+    num_classes = reference["hm"].shape[1]
+    common = dict(max_batch_size=options.max_batch_size,
+                  inputs=[config.Tensor(pipeline.IMAGE, np.float32, [3, size, size])],
+                  outputs=[config.Tensor(name, np.float32, [channels, out, out])
+                           for name, channels in zip(pipeline.HEADS, (num_classes, 2, 2))],
+                  dynamic_batching=config.DynamicBatching(max_queue_delay_us=2000))
+    gpu = [config.Instances(options.network_instances, kind="gpu", gpus=options.gpus)]
+    # On a GPU the first run of each batch size in each instance's process is slow (kernels load,
+    # cuDNN chooses algorithms): the server runs them all before it reports ready.
+    warmed = dict(common, warmup_batch_sizes=range(1, options.max_batch_size + 1))
+    if fmt == "torchscript":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        if options.gpus and device == "cpu":
+            raise ValueError("--gpus: there is no CUDA GPU here; the GPU form of TorchScript (FP16) is traced on a GPU")
+        if any(g >= torch.cuda.device_count() for g in options.gpus):
+            raise ValueError(f"--gpus {','.join(map(str, options.gpus))}: this machine has "
+                             f"{torch.cuda.device_count()} GPU(s), numbered from 0")
+        data = torchscript.export(network, [example], device, half=device == "cuda")
+        traced = dict(zip(pipeline.HEADS, (t.float().cpu().numpy() for t in torchscript.run(data, [example], device))))
+        if device == "cuda":
+            rows += verify.compare_detections("network: PyTorch vs TorchScript FP16 (peaks)",
+                                              centres(decoded(reference, size)), centres(decoded(traced, size)), **REDUCED)
+        else:
+            rows += verify.compare("network: PyTorch vs TorchScript", reference, traced, NETWORK_TOLERANCE)
+        if device == "cpu":
+            return repository.Model(config.model_config(pipeline.NETWORK, platform="pytorch_libtorch",
+                                                        instances=[config.Instances(options.network_instances)],
+                                                        **common), data)
+        return repository.Model(config.model_config(pipeline.NETWORK, platform="pytorch_libtorch", instances=gpu,
+                                                    **warmed), data)
+
     exported = trtis_onnx.export(network, [example], [pipeline.IMAGE], list(pipeline.HEADS))
     feeds = {pipeline.IMAGE: image}
     exported_outputs = trtis_onnx.run(exported, feeds)
@@ -165,7 +201,6 @@ def network_stage(options: Options, network: torch.nn.Module, image: np.ndarray,
     simplified = trtis_onnx.simplify(exported)
     rows += verify.compare("network: ONNX vs simplified", exported_outputs, trtis_onnx.run(simplified, feeds),
                            NETWORK_TOLERANCE)
-    size, fmt = options.input_size, options.network_format
     fp32 = simplified.SerializeToString()
 
     def int8(form: str) -> bytes:
@@ -194,36 +229,19 @@ def network_stage(options: Options, network: torch.nn.Module, image: np.ndarray,
                 fp32 = candidate
     elif fmt == "onnx-int8":
         fp32 = int8(options.int8_form)
-    out = size // pipeline.OUTPUT_STRIDE
-    num_classes = reference["hm"].shape[1]
-    common = dict(max_batch_size=options.max_batch_size,
-                  inputs=[config.Tensor(pipeline.IMAGE, np.float32, [3, size, size])],
-                  outputs=[config.Tensor(name, np.float32, [channels, out, out])
-                           for name, channels in zip(pipeline.HEADS, (num_classes, 2, 2))],
-                  dynamic_batching=config.DynamicBatching(max_queue_delay_us=2000))
-    cpu = [config.Instances(options.instances)]
-    if fmt in ("onnx", "onnx-int8", "auto"):
-        return repository.Model(config.model_config(pipeline.NETWORK, platform="onnxruntime_onnx", instances=cpu,
+    if fmt in ("onnx", "onnx-int8"):
+        if options.gpus:
+            raise ValueError("--gpus: the ONNX network runs on the CPU (ONNX Runtime); use --network-format "
+                             "torchscript or tensorrt to serve it on GPUs")
+        return repository.Model(config.model_config(pipeline.NETWORK, platform="onnxruntime_onnx",
+                                                    instances=[config.Instances(options.network_instances)],
                                                     **common), fp32)
-    if fmt == "torchscript":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        data = torchscript.export(network, [example], device, half=device == "cuda")
-        traced = dict(zip(pipeline.HEADS, (t.float().cpu().numpy() for t in torchscript.run(data, [example], device))))
-        if device == "cuda":
-            rows += verify.compare_detections("network: PyTorch vs TorchScript FP16 (peaks)",
-                                              centres(decoded(reference, size)), centres(decoded(traced, size)), **REDUCED)
-        else:
-            rows += verify.compare("network: PyTorch vs TorchScript", reference, traced, NETWORK_TOLERANCE)
-        instances = [config.Instances(options.instances, kind="gpu" if device == "cuda" else "cpu")]
-        return repository.Model(config.model_config(pipeline.NETWORK, platform="pytorch_libtorch",
-                                                    instances=instances, **common), data)
     if tensorrt.available() is not None:
         raise tensorrt.TensorRTUnavailable(f"cannot build a TensorRT plan: {tensorrt.available()}")
     plan = tensorrt.build_plan(int8("tensorrt"), pipeline.IMAGE, [3, size, size], options.max_batch_size,
                                timing_cache=options.calibration_cache / "tensorrt.timing-cache")
-    return repository.Model(config.model_config(pipeline.NETWORK, platform="tensorrt_plan",
-                                                instances=[config.Instances(options.instances, kind="gpu")],
-                                                **common), plan)
+    return repository.Model(config.model_config(pipeline.NETWORK, platform="tensorrt_plan", instances=gpu, **warmed),
+                            plan)
 
 
 def postprocess_stage(options: Options, heads: tuple[torch.Tensor, ...], meta: tuple[np.ndarray, np.ndarray],
@@ -255,7 +273,7 @@ def postprocess_stage(options: Options, heads: tuple[torch.Tensor, ...], meta: t
         outputs=[config.Tensor(pipeline.BOXES, np.float32, [pipeline.TOP_K, 4]),
                  config.Tensor(pipeline.SCORES, np.float32, [pipeline.TOP_K]),
                  config.Tensor(pipeline.CLASSES, np.int32, [pipeline.TOP_K], label_filename="labels.txt")],
-        instances=[config.Instances(options.instances)],
+        instances=[config.Instances(options.postprocess_instances)],
         dynamic_batching=config.DynamicBatching(max_queue_delay_us=1000),
         parameters={"intra_op_thread_count": 1})
     return repository.Model(model, simplified.SerializeToString(),
@@ -307,7 +325,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=ROOT / "model_repository")
     parser.add_argument("--input-size", type=int, default=pipeline.INPUT_SIZE)
     parser.add_argument("--max-batch-size", type=int, default=8)
-    parser.add_argument("--instances", type=int, default=1, help="instances of each composing model")
+    # Defaults: the best of docs/performance/tune-cpu.md (2 CPU cores); tune.sh finds them for another machine.
+    parser.add_argument("--preprocess-instances", type=int, default=2)
+    parser.add_argument("--network-instances", type=int, default=2, help="per GPU where the network runs on GPUs")
+    parser.add_argument("--postprocess-instances", type=int, default=1)
+    parser.add_argument("--gpus", type=_gpu_list, default=(), metavar="0,1,...",
+                        help="GPUs the network's instances are spread over (torchscript, tensorrt; default: all)")
     parser.add_argument("--network-format", default="onnx", choices=NETWORK_FORMATS,
                         help="onnx (FP32), onnx-int8 (calibrated QDQ), torchscript (FP16 on CUDA, else FP32), tensorrt "
                              "(a plan from the QDQ model; needs TensorRT and a GPU), auto (tensorrt where possible, else "
@@ -331,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
         if not checkpoint.exists():
             parser.error(f"{checkpoint} not found: pass --checkpoint, or --random-init SEED for a demo")
     options = Options(args.output, checkpoint, args.random_init, args.input_size, args.max_batch_size,
-                      args.instances, args.network_format, args.preprocess_format, tuple(args.check_images),
+                      args.preprocess_instances, args.network_instances, args.postprocess_instances, args.gpus,
+                      args.network_format, args.preprocess_format, tuple(args.check_images),
                       args.calibration_images, args.calibration_dir, args.calibration_method, args.int8_form)
     try:
         rows = convert(options)
@@ -341,6 +365,16 @@ def main(argv: list[str] | None = None) -> int:
     print(verify.table(_largest(rows)))
     print(f"Model repository written to {options.output} ({', '.join(sorted(p.name for p in options.output.iterdir() if p.is_dir()))})")
     return 0
+
+
+def _gpu_list(text: str) -> tuple[int, ...]:
+    try:
+        gpus = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of GPU numbers: {text!r} (example: 0,1,2,3)") from None
+    if any(g < 0 for g in gpus) or len(set(gpus)) != len(gpus):
+        raise argparse.ArgumentTypeError(f"GPU numbers must be distinct and >= 0: {text!r}")
+    return gpus
 
 
 def _largest(rows: list[verify.Comparison]) -> list[verify.Comparison]:

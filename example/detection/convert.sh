@@ -1,7 +1,3 @@
 #!/usr/bin/env bash
 # Convert the CenterNet example into ./model_repository (see ./convert.sh --help).
-set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-python="$root/.venv/bin/python"
-[ -x "$python" ] || { echo "convert.sh: $python not found: run ./install.sh first" >&2; exit 1; }
-PYTHONPATH="$root/example${PYTHONPATH:+:$PYTHONPATH}" exec "$python" -m detection.convert "$@"
+exec "$(dirname "${BASH_SOURCE[0]}")/python.sh" -m detection.convert "$@"

@@ -5,6 +5,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
 import torch
 
 from detection import pipeline
@@ -26,7 +27,7 @@ def test_convert_sh_turns_a_users_official_checkpoint_into_a_repository_at_the_d
     state = torch.load(checkpoint, weights_only=True)
     torch.save({"epoch": 140, "state_dict": {f"module.{k}": v for k, v in state["state_dict"].items()}}, checkpoint)
     run = subprocess.run([str(CONVERT), "--checkpoint", str(checkpoint), "--output", str(tmp_path / "repo"),
-                          "--max-batch-size", "4", "--instances", "2"], capture_output=True, text=True, timeout=600)
+                          "--max-batch-size", "4", "--network-instances", "3"], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "network: PyTorch vs ONNX" in run.stdout and " NO" not in run.stdout
     configs = repository.read_configs(tmp_path / "repo")
@@ -34,7 +35,7 @@ def test_convert_sh_turns_a_users_official_checkpoint_into_a_repository_at_the_d
     network_config = configs[pipeline.NETWORK]
     assert list(network_config.input[0].dims) == [3, 512, 512]
     assert list(network_config.output[0].dims) == [3, 128, 128], "three classes at stride 4"
-    assert network_config.max_batch_size == 4 and network_config.instance_group[0].count == 2
+    assert network_config.max_batch_size == 4 and network_config.instance_group[0].count == 3
     assert configs[pipeline.ENSEMBLE].max_batch_size == 4
     assert json.loads(configs[pipeline.ENSEMBLE].parameters["class_names"].string_value) == ["cat", "dog", "bird"]
     assert (tmp_path / "repo" / pipeline.POSTPROCESS / "labels.txt").read_text().split() == ["cat", "dog", "bird"]
@@ -48,6 +49,21 @@ def test_convert_sh_refuses_bad_options(tmp_path):
     run = subprocess.run([str(CONVERT), "--checkpoint", str(tmp_path / "none.pth"), "--output", str(tmp_path)],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode != 0 and "none.json not found" in run.stderr
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--gpus", "0,x"], "not a list of GPU numbers"),
+    (["--gpus", "1,1"], "distinct"),
+    (["--gpus", "0"], "the ONNX network runs on the CPU"),
+    (["--gpus", "0", "--network-format", "torchscript"], "no CUDA GPU here"),
+])
+def test_convert_sh_refuses_gpus_it_cannot_use(tmp_path, options, message):
+    if torch.cuda.is_available() and "torchscript" in options:
+        pytest.skip("this machine has a GPU: the option is valid here")
+    run = subprocess.run([str(CONVERT), "--random-init", "0", "--input-size", "64", "--preprocess-format", "python",
+                          "--output", str(tmp_path / "repo"), *options], capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0 and message in run.stderr, run.stderr[-2000:]
+    assert not (tmp_path / "repo").exists(), "nothing is written when an option is refused"
 
 
 def test_client_sh_prints_detections_and_writes_annotated_images(detection_server, tmp_path):
