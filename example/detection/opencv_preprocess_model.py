@@ -6,7 +6,9 @@ Each request's images are preprocessed one by one; an image that cannot be decod
 request only.
 """
 import json
+import os
 
+import cv2
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from letterbox import preprocess
@@ -18,6 +20,9 @@ class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         self.size = int(config["parameters"]["input_size"]["string_value"])
+        # Instances run side by side: share the cores between them rather than oversubscribe.
+        instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1
+        cv2.setNumThreads(max(1, (os.cpu_count() or 1) // instances))
 
     def execute(self, requests):
         responses = []
