@@ -182,15 +182,13 @@ def network_stage(options: Options, network: torch.nn.Module, image: np.ndarray,
                              f"{torch.cuda.device_count()} GPU(s), numbered from 0")
         data = torchscript.export(network, [example], device, half=device == "cuda")
         traced = dict(zip(pipeline.HEADS, (t.float().cpu().numpy() for t in torchscript.run(data, [example], device))))
-        if device == "cuda":
-            rows += verify.compare_detections("network: PyTorch vs TorchScript FP16 (peaks)",
-                                              centres(decoded(reference, size)), centres(decoded(traced, size)), **REDUCED)
-        else:
-            rows += verify.compare("network: PyTorch vs TorchScript", reference, traced, NETWORK_TOLERANCE)
         if device == "cpu":
+            rows += verify.compare("network: PyTorch vs TorchScript", reference, traced, NETWORK_TOLERANCE)
             return repository.Model(config.model_config(pipeline.NETWORK, platform="pytorch_libtorch",
                                                         instances=[config.Instances(options.network_instances)],
                                                         **common), data)
+        rows += verify.compare_detections("network: PyTorch vs TorchScript FP16 (peaks)",
+                                          centres(decoded(reference, size)), centres(decoded(traced, size)), **REDUCED)
         return repository.Model(config.model_config(pipeline.NETWORK, platform="pytorch_libtorch", instances=gpu,
                                                     **warmed), data)
 
