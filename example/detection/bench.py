@@ -286,14 +286,17 @@ def limit_of(report: dict) -> tuple[float, str]:
     if report.get("network_limit") and report["network_device"] != "cpu":
         best = max(report["network_limit"], key=lambda row: row["throughput"])
         return best["throughput"], f"network only, batch {best['batch']}"
+    if report["in_process"]["batch"] is None:
+        return float("nan"), "not measured"
     return report["in_process"]["throughput"], f"in process, batch {report['in_process']['batch']}"
 
 
 def markdown(report: dict) -> str:
     limit, limit_name = limit_of(report)
-    lines = [report["title"], "", f"Settings: {report['settings']}", "",
-             f"In process (no server, {report['network_device']}, best batch {report['in_process']['batch']}): "
-             f"**{report['in_process']['throughput']} requests/s**."]
+    lines = [report["title"], "", f"Settings: {report['settings']}", ""]
+    if report["in_process"]["batch"] is not None:
+        lines.append(f"In process (no server, {report['network_device']}, best batch {report['in_process']['batch']}): "
+                     f"**{report['in_process']['throughput']} requests/s**.")
     if report.get("network_limit"):
         lines.append("Network alone (host memory in and out), images/s by batch: " + ", ".join(
             f"{row['batch']}: {row['throughput']}" for row in report["network_limit"]) + ".")
@@ -310,12 +313,13 @@ def markdown(report: dict) -> str:
         net, pre = row["triton"][pipeline.NETWORK], row["triton"][pipeline.PREPROCESS]
         naive_rate = other["throughput"] if other else "-"
         versus_naive = f"{row['throughput'] / other['throughput']:.2f}x" if other and other["throughput"] else "-"
+        versus_limit = f"{row['throughput'] / limit:.2f}x" if limit == limit else "-"  # NaN: not measured
         gpus = row.get("gpus") or []
         utilisation = " / ".join(f"{g['utilization_percent']:.0f}" for g in gpus) or "-"
         memory = " / ".join(f"{g['memory_used_mib']:.0f}" for g in gpus) or "-"
         lines.append(
             f"| {row['concurrency']} | {row['throughput']} | {row['p50_ms']} | {row['p90_ms']} | {row['p95_ms']} | "
-            f"{row['p99_ms']} | {row['errors']} | {row['throughput'] / limit:.2f}x | {naive_rate} | {versus_naive} | "
+            f"{row['p99_ms']} | {row['errors']} | {versus_limit} | {naive_rate} | {versus_naive} | "
             f"{net['average_batch']} | {net['queue_ms']} | {net['compute_infer_ms']} | {pre['queue_ms']} | "
             f"{utilisation} | {memory} |")
     return "\n".join(lines) + "\n"
