@@ -10,14 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from trtis.serving.launcher import free_port
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 START = REPO_ROOT / "start.sh"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def listening(port: int) -> bool:

@@ -16,7 +16,6 @@ import multiprocessing
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -34,6 +33,7 @@ from detection.client import image_files
 from detection.stages import Stages
 from detection.stages import load as load_stages
 from trt_client import client
+from trtis.serving import launcher
 from trt_client.errors import TrtClientError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -406,9 +406,7 @@ def baselines(args: argparse.Namespace, images: list[bytes]) -> dict:
              "network_limit": network_limit(stages, images, batches, args.seconds)}
     del stages  # the naive server loads its own copy, in its own process
     if args.naive_port == 0:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            args.naive_port = probe.getsockname()[1]
+        args.naive_port = launcher.free_port()
     process = multiprocessing.get_context("spawn").Process(
         target=_naive_server, args=(str(args.model_repository), args.naive_port), daemon=True)
     process.start()

@@ -13,7 +13,6 @@ import itertools
 import json
 import os
 import platform
-import socket
 import sys
 import tempfile
 import time
@@ -86,18 +85,12 @@ def scratch_repository(source: Path, configs: dict[str, ModelConfig], destinatio
     return destination
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def measure(source: Path, configs: dict[str, ModelConfig], images: list[bytes], levels: list[int],
             seconds: float, warmup: float) -> list[dict]:
     """Serve ``configs`` from a scratch repository and measure each concurrency level."""
     with tempfile.TemporaryDirectory(prefix="tune-") as scratch:
         root = scratch_repository(source, configs, Path(scratch) / "repository")
-        ports = launcher.Ports(_free_port(), _free_port(), _free_port())
+        ports = launcher.Ports(launcher.free_port(), launcher.free_port(), launcher.free_port())
         state = Path(scratch) / "state"
         launcher.start("embedded", root, "127.0.0.1", ports, state, timeout=600)
         try:
