@@ -59,6 +59,9 @@ def configured(configs: dict[str, ModelConfig], setting: Setting) -> dict[str, M
             raise ValueError(f"{name}: a TensorRT plan was built for batches up to {original.max_batch_size}; "
                              f"rebuild it to try {setting.max_batch_size}")
         config.max_batch_size = setting.max_batch_size
+        warmups = [w for w in config.model_warmup if w.batch_size <= setting.max_batch_size]
+        del config.model_warmup[:]
+        config.model_warmup.extend(warmups)  # the server refuses a warm-up batch over the max
         if name in counts:
             for group in config.instance_group:
                 group.count = counts[name]

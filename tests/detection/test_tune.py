@@ -16,6 +16,8 @@ TUNE = Path(__file__).resolve().parents[2] / "example" / "detection" / "tune.sh"
 
 def test_a_setting_changes_counts_batching_and_keeps_kinds(detection_repository):
     configs = repository.read_configs(detection_repository[0])
+    for size in (1, 4, 8):  # as convert.sh warms GPU networks up
+        configs[pipeline.NETWORK].model_warmup.add(name=f"batch {size}", batch_size=size)
     originals = {name: c.SerializeToString() for name, c in configs.items()}
     changed = configured(configs, Setting(3, 2, 1, 4, 700))
     assert changed[pipeline.PREPROCESS].instance_group[0].count == 3
@@ -24,6 +26,7 @@ def test_a_setting_changes_counts_batching_and_keeps_kinds(detection_repository)
     assert {c.max_batch_size for c in changed.values()} == {4}, "the ensemble follows its steps"
     assert changed[pipeline.POSTPROCESS].dynamic_batching.max_queue_delay_microseconds == 700
     assert not changed[pipeline.ENSEMBLE].HasField("dynamic_batching")
+    assert [w.batch_size for w in changed[pipeline.NETWORK].model_warmup] == [1, 4], "none over the new max batch"
     assert {name: c.SerializeToString() for name, c in configs.items()} == originals, "the originals are left alone"
 
 
