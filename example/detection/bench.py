@@ -40,6 +40,16 @@ ROOT = Path(__file__).resolve().parents[2]
 MODELS = (pipeline.PREPROCESS, pipeline.NETWORK, pipeline.POSTPROCESS)
 
 
+def load_images(image_dir: list[Path] | None, count: int) -> tuple[list[bytes], str]:
+    """The images to send, and how the report names them: those given, or generated test images."""
+    if image_dir:
+        images = [path.read_bytes() for path in image_files(image_dir)]
+        return images, f"{len(images)} images of {', '.join(str(p) for p in image_dir)}"
+    from detection import dataset
+
+    return [dataset.generate(dataset.SPLIT_SEEDS["test"], i).jpeg for i in range(count)], f"{count} generated test images"
+
+
 def percentiles(latencies: list[float]) -> dict[str, float]:
     values = np.array(latencies) * 1000 if latencies else np.array([np.nan])
     return {f"p{p}_ms": round(float(np.percentile(values, p)), 2) for p in (50, 90, 95, 99)}
@@ -363,14 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="cpu", help="report file names: NAME.json, NAME.md, NAME.png")
     parser.add_argument("--device", default=f"{platform.machine()} CPU, {os.cpu_count()} cores")
     args = parser.parse_args(argv)
-    if args.image_dir:
-        images = [path.read_bytes() for path in image_files(args.image_dir)]
-        source = f"{len(images)} images of {', '.join(str(p) for p in args.image_dir)}"
-    else:
-        from detection import dataset
-
-        images = [dataset.generate(dataset.SPLIT_SEEDS["test"], i).jpeg for i in range(args.images)]
-        source = f"{len(images)} generated test images"
+    images, source = load_images(args.image_dir, args.images)
     if not images:
         parser.error("no images to send")
     resting = {str(gpu): used for gpu, _, used, _ in GpuMonitor.read()}

@@ -28,8 +28,7 @@ class InProcessPipeline:
     def preprocess(self, images: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self._preprocess is not None:
             return self._preprocess(images)
-        parts = [letterbox.preprocess(data, self.input_size) for data in images]
-        return tuple(np.stack(column) for column in zip(*parts))
+        return letterbox.preprocess_batch(images, self.input_size)
 
     @torch.inference_mode()
     def network_outputs(self, image: np.ndarray) -> tuple[torch.Tensor, ...]:

@@ -8,6 +8,8 @@ then normalised with the training mean/std.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import cv2
 import numpy as np
 
@@ -46,3 +48,9 @@ def preprocess(data: bytes, size: int, mean: np.ndarray = MEAN_BGR, std: np.ndar
     normalised = (warped.astype(np.float32) / 255.0 - mean) / std
     return (np.ascontiguousarray(normalised.transpose(2, 0, 1)), inverse_affine(height, width, size),
             np.array([height, width], np.float32))
+
+
+def preprocess_batch(images: Iterable[bytes], size: int, map_: Callable = map):
+    """Encoded images -> the three outputs stacked along a batch axis; ``map_`` may be a pool's."""
+    parts = list(map_(lambda data: preprocess(data, size), images))
+    return tuple(np.stack(column) for column in zip(*parts))

@@ -9,9 +9,8 @@ import json
 import os
 
 import cv2
-import numpy as np
 import triton_python_backend_utils as pb_utils
-from letterbox import preprocess
+from letterbox import preprocess_batch
 
 OUTPUTS = ("image", "meta_affine", "meta_size")
 
@@ -29,10 +28,9 @@ class TritonPythonModel:
         for request in requests:
             raw = pb_utils.get_input_tensor_by_name(request, "raw_image").as_numpy()
             try:
-                parts = [preprocess(bytes(encoded), self.size) for encoded in raw.reshape(-1)]
+                columns = preprocess_batch((bytes(encoded) for encoded in raw.reshape(-1)), self.size)
             except ValueError as error:
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"detection-preprocess: {error}")))
                 continue
-            columns = [np.stack(column) for column in zip(*parts)]
             responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(n, c) for n, c in zip(OUTPUTS, columns)]))
         return responses

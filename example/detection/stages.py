@@ -44,10 +44,7 @@ def _model_file(root: Path, config: ModelConfig) -> Path:
 def _opencv_preprocess(size: int) -> Callable[[Sequence[bytes]], Arrays]:
     pool = ThreadPoolExecutor(os.cpu_count() or 1)
 
-    def run(images: Sequence[bytes]) -> Arrays:
-        parts = list(pool.map(lambda data: letterbox.preprocess(data, size), images))
-        return tuple(np.stack(column) for column in zip(*parts))
-    return run
+    return lambda images: letterbox.preprocess_batch(images, size, pool.map)
 
 
 def _onnx(path: Path, output_names: list[str] | None = None) -> Callable[[dict], list[np.ndarray]]:

@@ -22,8 +22,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from detection import pipeline
-from detection.bench import served_level
-from detection.client import image_files
+from detection.bench import load_images, served_level
 from trtis import config as trtis_config
 from trtis import repository
 from trtis.config import ModelConfig
@@ -146,12 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     configs = repository.read_configs(source)
     if {*COMPOSING, pipeline.ENSEMBLE} - configs.keys():
         parser.error(f"{source} is not a detection repository: run convert.sh first")
-    if args.image_dir:
-        images = [path.read_bytes() for path in image_files(args.image_dir)]
-    else:
-        from detection import dataset
-
-        images = [dataset.generate(dataset.SPLIT_SEEDS["test"], i).jpeg for i in range(args.images)]
+    images, _ = load_images(args.image_dir, args.images)
     grid = [Setting(*values) for values in itertools.product(
         args.preprocess_instances, args.network_instances, args.postprocess_instances, args.max_batch_size,
         args.max_queue_delay_us)]
