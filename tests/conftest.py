@@ -5,7 +5,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from servers import Server, running_server
+from trtis.serving import Server, serve
 
 
 @pytest.fixture(scope="session")
@@ -18,5 +18,5 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_server(tiny, tmp_path_factory) -> Iterator[Server]:
-    with running_server(tiny.root, tmp_path_factory.mktemp("tiny_state")) as server:
+    with serve(tiny.root, state_dir=tmp_path_factory.mktemp("tiny_state")) as server:
         yield server

@@ -1,14 +1,13 @@
-"""Starting real embedded Triton servers with start.sh, on free ports, for the tests."""
+"""start.sh as a user runs it, on free ports, for the tests of the command itself.
+
+Everything else starts its server with ``trtis.serving.serve``.
+"""
 from __future__ import annotations
 
 import socket
 import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-
-import pytest
 
 from trtis.serving.launcher import free_port
 
@@ -22,26 +21,14 @@ def listening(port: int) -> bool:
 
 
 @dataclass
-class Server:
-    """A server started by ``start.sh`` on free ports, with its own state folder."""
+class StartScript:
+    """``start.sh`` on one repository, with its own state folder and free ports."""
 
     repository: Path
     state_dir: Path
     http: int
     grpc: int
     metrics: int
-
-    @property
-    def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.grpc}"
-
-    @property
-    def http_url(self) -> str:
-        return f"127.0.0.1:{self.http}"
-
-    @property
-    def ports(self) -> list[int]:
-        return [self.http, self.grpc, self.metrics]
 
     def start(self, *extra: str, timeout: float = 300) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -54,18 +41,5 @@ class Server:
                               capture_output=True, text=True, timeout=120)
 
 
-def new_server(repository: Path, state_dir: Path) -> Server:
-    return Server(Path(repository), Path(state_dir), free_port(), free_port(), free_port())
-
-
-@contextmanager
-def running_server(repository: Path, state_dir: Path) -> Iterator[Server]:
-    """Start a server for the duration of the block; fail with the server's own words if it does not start."""
-    server = new_server(repository, state_dir)
-    started = server.start()
-    if started.returncode != 0:
-        pytest.fail(f"start.sh failed:\n{started.stdout}\n{started.stderr}")
-    try:
-        yield server
-    finally:
-        server.stop()
+def start_script(repository: Path, state_dir: Path) -> StartScript:
+    return StartScript(Path(repository), Path(state_dir), free_port(), free_port(), free_port())

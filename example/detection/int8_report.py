@@ -27,6 +27,7 @@ from detection import dataset, pipeline
 from detection.convert import DEFAULT_CHECKPOINT, Options, convert
 from detection.evaluate import score, served
 from detection.preprocess import TensorFlowPreprocess
+from trtis.serving import serve
 
 ROOT = Path(__file__).resolve().parents[2]
 REPORT = ROOT / "docs" / "performance"
@@ -53,10 +54,7 @@ def network_speed(model: Path, batch1: np.ndarray, batch8: np.ndarray, threads: 
 
 
 def served_map(repository: Path, images: list[bytes], ground_truth: dict, state: Path) -> dict:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from servers import running_server
-
-    with running_server(repository, state) as server:
+    with serve(repository, state_dir=state) as server:
         return score(ground_truth, served(server.grpc_url, images))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from servers import running_server
+from trtis.serving import serve
 from detection import pipeline
 from detection.convert import DEFAULT_CHECKPOINT, Options, convert, preprocess_stage
 from detection.inference import InProcessPipeline
@@ -41,7 +41,7 @@ def detection_repository(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def detection_server(detection_repository, tmp_path_factory):
-    with running_server(detection_repository[0], tmp_path_factory.mktemp("detection_state")) as server:
+    with serve(detection_repository[0], state_dir=tmp_path_factory.mktemp("detection_state")) as server:
         yield server
 
 

@@ -15,7 +15,7 @@ from detection import dataset, pipeline
 from detection.convert import REDUCED, Options, calibration_feeds, centres, convert, decoded
 from detection.convert import DEFAULT_CHECKPOINT
 from detection.preprocess import TensorFlowPreprocess
-from servers import running_server
+from trtis.serving import serve
 from trt_client import client
 from trtis import onnx as trtis_onnx
 from trtis import quantize, tensorrt, verify
@@ -101,7 +101,7 @@ def test_each_format_serves_the_ensemble_with_the_in_process_detections(network_
                     calibration_images=16, calibration_cache=tmp_path / "cache"))
     samples = [dataset.generate(dataset.SPLIT_SEEDS["test"], i) for i in range(4)]
     images = [sample.jpeg for sample in samples]
-    with running_server(tmp_path / "repo", tmp_path / "state") as server:
+    with serve(tmp_path / "repo") as server:
         served = served_detections(server.grpc_url, images)
     for sample, data, outputs in zip(samples, images, served):
         expected = reference([data])

@@ -9,7 +9,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from servers import listening, new_server, running_server
+from servers import listening, start_script
 from tiny_models import texts
 
 
@@ -113,23 +113,47 @@ def test_bad_requests_get_clear_errors_and_the_server_keeps_serving(grpc, tiny, 
 
 
 def test_start_refuses_a_second_server_and_busy_ports(tiny_server, tiny, tmp_path):
-    again = tiny_server.start()
+    again = start_script(tiny.root, tiny_server.state_dir).start()
     assert again.returncode != 0 and "still running" in again.stderr
-    other = new_server(tiny.root, tmp_path)
-    other.grpc = tiny_server.grpc
+    other = start_script(tiny.root, tmp_path)
+    other.grpc = tiny_server.ports.grpc
     busy = other.start()
-    assert busy.returncode != 0 and f"grpc {tiny_server.grpc}" in busy.stderr
+    assert busy.returncode != 0 and f"grpc {tiny_server.ports.grpc}" in busy.stderr
 
 
 def test_stop_frees_the_ports(tiny, tmp_path):
-    with running_server(tiny.root, tmp_path) as server:
-        assert all(listening(port) for port in server.ports)
-        stopped = server.stop()
-        assert stopped.returncode == 0 and "stopped" in stopped.stdout
-        assert not any(listening(port) for port in server.ports)
-        assert not (tmp_path / "tritonserver.pid").exists()
+    server = start_script(tiny.root, tmp_path)
+    assert server.start().returncode == 0
+    ports = [server.http, server.grpc, server.metrics]
+    assert all(listening(port) for port in ports)
+    stopped = server.stop()
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout
+    assert not any(listening(port) for port in ports)
+    assert not (tmp_path / "tritonserver.pid").exists()
+
+
+def test_serve_runs_a_server_for_a_with_block(tiny, tmp_path):
+    from trtis.serving import serve
+
+    with serve(tiny.root, state_dir=tmp_path) as server:
+        ports = [server.ports.http, server.ports.grpc, server.ports.metrics]
+        assert all(listening(port) for port in ports)
+        assert grpcclient.InferenceServerClient(server.grpc_url).is_server_ready()
+    assert not any(listening(port) for port in ports)
+
+
+def test_serve_raises_a_library_error_with_the_log_when_the_server_cannot_start(tmp_path):
+    from trtis import config, repository
+    from trtis.serving import LaunchError, serve
+
+    broken = config.model_config("broken", platform="onnxruntime_onnx", max_batch_size=1,
+                                 inputs=[config.Tensor("x", np.float32, [1])], outputs=[config.Tensor("y", np.float32, [1])])
+    repository.write_repository(tmp_path / "repo", [repository.Model(broken, b"not onnx")])
+    with pytest.raises(LaunchError, match="broken"):
+        with serve(tmp_path / "repo", timeout=120):
+            pass
 
 
 def test_missing_repository_is_refused(tmp_path):
-    result = new_server(tmp_path / "nowhere", tmp_path).start()
+    result = start_script(tmp_path / "nowhere", tmp_path).start()
     assert result.returncode != 0 and "does not exist" in result.stderr

@@ -4,13 +4,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from servers import new_server
+from servers import start_script
 from trtis import config, repository
 
 
 def start_failure(tmp_path, model: repository.Model) -> str:
     repository.write_repository(tmp_path / "repo", [model])
-    result = new_server(tmp_path / "repo", tmp_path / "state").start("--timeout", "120")
+    result = start_script(tmp_path / "repo", tmp_path / "state").start("--timeout", "120")
     assert result.returncode != 0, "the server started although a model cannot load"
     return result.stderr
 
@@ -45,7 +45,7 @@ def test_torchscript_runs_on_the_gpu_of_its_instance_group(tmp_path, tiny):
 
     import tritonclient.grpc as grpcclient
 
-    from servers import running_server
+    from trtis.serving import serve
 
     buffer = io.BytesIO()
     torch.jit.save(tiny.head, buffer)
@@ -55,7 +55,7 @@ def test_torchscript_runs_on_the_gpu_of_its_instance_group(tmp_path, tiny):
                                    instances=[config.Instances(kind="gpu", gpus=[0])])
     repository.write_repository(tmp_path / "repo", [repository.Model(gpu_head, buffer.getvalue())])
     hidden = np.random.default_rng(0).normal(size=(2, 3)).astype(np.float32)
-    with running_server(tmp_path / "repo", tmp_path / "state") as server:
+    with serve(tmp_path / "repo") as server:
         tensor = grpcclient.InferInput("hidden", [2, 3], "FP32")
         tensor.set_data_from_numpy(hidden)
         scores = grpcclient.InferenceServerClient(server.grpc_url).infer("gpu-head", [tensor]).as_numpy("scores")

@@ -6,7 +6,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from servers import free_port
+from trtis.serving.launcher import free_port
 from trt_client import aio, client
 from trt_client.errors import InferenceFailed, InvalidInput, ModelNotReady, RequestTimeout, ServerUnreachable, TooManyInFlight
 

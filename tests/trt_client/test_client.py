@@ -6,7 +6,8 @@ import threading
 import numpy as np
 import pytest
 
-from servers import free_port, running_server
+from trtis.serving import serve
+from trtis.serving.launcher import free_port
 from tiny_models import texts
 from trt_client import client
 from trt_client.errors import (InferenceFailed, InvalidInput, ModelNotReady, RequestTimeout, ServerUnreachable,
@@ -148,7 +149,7 @@ def test_no_server_is_a_clear_error_after_bounded_retries():
 
 
 def test_server_stopped_mid_run_loses_no_input_id(tiny, tmp_path):
-    with running_server(tiny.root, tmp_path) as server:
+    with serve(tiny.root) as server:
         runner = client.Inference(server.grpc_url, MODEL, timeout=20, max_in_flight=8)
         for i in range(200):
             runner.async_run(input=one(i), input_id=i)

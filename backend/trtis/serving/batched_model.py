@@ -16,19 +16,24 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from trtis.config import DEFAULT_MODEL_FILENAME
+from trtis.config import ModelConfig
+from trtis.runtimes import Runtime, model_file
 
 Feed = dict[str, np.ndarray]
 
 
 class BatchedModel:
-    """Subclasses implement ``load`` and ``run``; everything about requests lives here."""
+    """Subclasses name their ``runtime`` (a ``trtis.runtimes.Runtime``); everything about requests
+    lives here."""
 
-    def load(self, path: Path, device: str, parameters: Mapping[str, str]) -> None:
-        raise NotImplementedError
+    runtime: type[Runtime]
 
     def run(self, feed: Feed) -> Mapping[str, np.ndarray]:
-        raise NotImplementedError
+        return self.model.run(feed)
+
+    def finalize(self) -> None:
+        if hasattr(self, "model"):
+            self.model.close()
 
     def initialize(self, args: dict) -> None:
         config = json.loads(args["model_config"])
@@ -37,9 +42,10 @@ class BatchedModel:
         self.inputs = {t["name"]: pb_utils.triton_string_to_numpy(t["data_type"]) for t in config["input"]}
         self.outputs = {t["name"]: pb_utils.triton_string_to_numpy(t["data_type"]) for t in config["output"]}
         self.output_dims = {t["name"]: [int(d) for d in t.get("reshape", {}).get("shape") or t["dims"]] for t in config["output"]}
-        filename = config.get("default_model_filename") or DEFAULT_MODEL_FILENAME.get(config.get("platform") or "")
-        path = Path(args["model_repository"]) / args["model_version"] / (filename or "")
-        if not filename or not path.exists():
+        where = ModelConfig(name=self.name, platform=config.get("platform", ""), backend=config.get("backend", ""),
+                            default_model_filename=config.get("default_model_filename", ""))
+        path = model_file(Path(args["model_repository"]), where, args["model_version"])
+        if not path.exists():
             raise pb_utils.TritonModelException(f"model {self.name!r}: model file {path} not found")
         device = "cpu"
         if args.get("model_instance_kind") == "GPU":
@@ -50,7 +56,7 @@ class BatchedModel:
             # every core slowed two instances on two cores twentyfold.
             instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1
             parameters["intra_op_thread_count"] = str(max(1, (os.cpu_count() or 1) // instances))
-        self.load(path, device, parameters)
+        self.model = self.runtime(self.name, path, device, parameters, self.inputs, list(self.outputs))
 
     def execute(self, requests: list) -> list:
         feeds = [self._feed(request) for request in requests]

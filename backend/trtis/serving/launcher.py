@@ -1,8 +1,12 @@
-"""Starting and stopping the Triton server (``start.sh`` runs this).
+"""Starting and stopping the Triton server: ``start.sh`` runs this, and Python code uses ``serve``.
 
 It refuses ports already in use, starts the server in the background, waits until
 ``/v2/health/ready`` answers (or shows the tail of the log and exits non-zero), and keeps a pid
 file and a log file in the state folder so that ``--stop`` can end it.
+
+    from trtis.serving import serve
+    with serve("model_repository") as server:      # free ports, a temporary state folder
+        client = trt_client.client.Inference(server.grpc_url, "detection")
 """
 from __future__ import annotations
 
@@ -12,11 +16,15 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from trtis.serving import docker, embedded
 
@@ -161,6 +169,59 @@ def stop(state_dir: Path, timeout: float = 30) -> bool:
             os.killpg(pid, signal.SIGKILL)
     pid_file.unlink()
     return running
+
+
+@dataclass(frozen=True)
+class Server:
+    """A running server, as ``serve`` hands it out: where to reach it and how it was started."""
+
+    repository: Path
+    host: str
+    ports: Ports
+    state_dir: Path
+    mode: str
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{_probe_host(self.host)}:{self.ports.grpc}"
+
+    @property
+    def http_url(self) -> str:
+        return f"{_probe_host(self.host)}:{self.ports.http}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{_probe_host(self.host)}:{self.ports.metrics}/metrics"
+
+    @property
+    def log_file(self) -> Path:
+        return self.state_dir / LOG_FILE
+
+    def stop(self) -> bool:
+        """Stop it now (leaving the ``with`` block does it too); returns whether it was running."""
+        return stop(self.state_dir)
+
+
+@contextmanager
+def serve(repository: Path | str, *, host: str = "127.0.0.1", ports: Ports | Literal["free"] = "free",
+          state_dir: Path | None = None, mode: str = "embedded", timeout: float = 300,
+          log_verbose: int = 0) -> Iterator[Server]:
+    """Run a Triton server on ``repository`` for the duration of a ``with`` block.
+
+    ``ports="free"`` picks three free ports, so servers can run side by side (tests, tuning
+    sweeps). Without ``state_dir`` the pid and log files go to a temporary folder. Raises
+    ``LaunchError`` with the end of the server's log when it does not become ready.
+    """
+    chosen = Ports(free_port(_probe_host(host)), free_port(_probe_host(host)), free_port(_probe_host(host))) \
+        if ports == "free" else ports
+    with tempfile.TemporaryDirectory(prefix="trtis-server-") as scratch:
+        state = Path(state_dir) if state_dir is not None else Path(scratch)
+        started = start(mode, Path(repository), host, chosen, state, timeout, log_verbose=log_verbose)
+        server = Server(Path(repository), host, chosen, state, started)
+        try:
+            yield server
+        finally:
+            server.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

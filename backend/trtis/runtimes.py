@@ -1,0 +1,256 @@
+"""The runtimes that run a repository's model files: one adapter per Triton backend name.
+
+The project's Python-based backends serve a model through these adapters, and the in-process
+baselines (``trtis.bench``) and conversion checks run the very same code, so a model is never
+loaded two different ways. An adapter takes numpy arrays keyed by the config's input names and
+returns numpy arrays keyed by its output names.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from trtis.config import DEFAULT_MODEL_FILENAME, ModelConfig
+
+Feed = Mapping[str, np.ndarray]
+
+# Triton's platform names and the backend that serves each (a Python-based one in the embedded server).
+BACKEND_OF_PLATFORM = {"onnxruntime_onnx": "onnxruntime", "tensorflow_graphdef": "tensorflow",
+                       "pytorch_libtorch": "pytorch", "tensorrt_plan": "tensorrt"}
+
+
+class Runtime:
+    """A model file loaded for ``device`` ("cpu" or "cuda:N"); ``run`` maps input arrays to outputs."""
+
+    def __init__(self, name: str, path: Path, device: str, parameters: Mapping[str, str],
+                 inputs: Mapping[str, np.dtype], outputs: Sequence[str]):
+        self.name, self.device = name, device
+        self.inputs, self.outputs = dict(inputs), list(outputs)
+        self.load(Path(path), parameters)
+
+    def load(self, path: Path, parameters: Mapping[str, str]) -> None:
+        raise NotImplementedError
+
+    def run(self, feed: Feed) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what ``load`` took (sessions, device memory)."""
+
+    def _require(self, available: set[str], what: str) -> None:
+        missing = [n for n in [*self.inputs, *self.outputs] if n not in available]
+        if missing:
+            raise ValueError(f"model {self.name!r}: {what} has no tensors {missing} named in config.pbtxt "
+                             f"(it has {sorted(available)})")
+
+
+class OnnxRuntime(Runtime):
+    """ONNX Runtime; threads from the config's ``intra_op_thread_count``/``inter_op_thread_count``
+    parameters, the keys of Triton's own ONNX Runtime backend."""
+
+    def load(self, path: Path, parameters: Mapping[str, str]) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(parameters.get("intra_op_thread_count", 0))
+        options.inter_op_num_threads = int(parameters.get("inter_op_thread_count", 0))
+        providers: list = ["CPUExecutionProvider"]
+        if self.device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": int(self.device.split(":")[1])}))
+        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        self._require({t.name for t in self.session.get_inputs()} | {t.name for t in self.session.get_outputs()},
+                      path.name)
+
+    def run(self, feed: Feed) -> dict[str, np.ndarray]:
+        return dict(zip(self.outputs, self.session.run(self.outputs, dict(feed))))
+
+
+def _tensorflow_cause(message: str) -> str:
+    """The line of a TensorFlow error that says what went wrong (it follows a traceback header)."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    causes = [line for line in lines if not line.startswith(("Graph execution error", "Detected at node", "Node:", "[["))]
+    cause = causes[-1] if causes else lines[-1]
+    if cause.startswith("assertion failed: [") and "]" in cause:  # tf.debugging.assert_*: keep its message
+        cause = cause[len("assertion failed: ["):cause.index("]")]
+    return cause
+
+
+class TensorFlowRuntime(Runtime):
+    """A frozen GraphDef in a TF1-style session, fed and fetched by the config's names (``<name>:0``)."""
+
+    def load(self, path: Path, parameters: Mapping[str, str]) -> None:
+        import tensorflow as tf
+
+        graph_def = tf.compat.v1.GraphDef()
+        graph_def.ParseFromString(path.read_bytes())
+        graph = tf.Graph()
+        with graph.as_default():
+            tf.compat.v1.import_graph_def(graph_def, name="")
+        self._require({node.name for node in graph_def.node}, f"graph {path.name}")
+        session_config = tf.compat.v1.ConfigProto(
+            intra_op_parallelism_threads=int(parameters.get("intra_op_thread_count", 0)),
+            inter_op_parallelism_threads=int(parameters.get("inter_op_thread_count", 0)))
+        self.session = tf.compat.v1.Session(graph=graph, config=session_config)
+        self.fetches = [f"{name}:0" for name in self.outputs]
+        self.op_error = tf.errors.OpError
+
+    def run(self, feed: Feed) -> dict[str, np.ndarray]:
+        try:
+            values = self.session.run(self.fetches, {f"{name}:0": value for name, value in feed.items()})
+        except self.op_error as error:
+            raise ValueError(f"model {self.name!r}: {_tensorflow_cause(error.message)}") from None
+        return dict(zip(self.outputs, values))
+
+    def close(self) -> None:
+        self.session.close()
+
+
+class TorchScriptRuntime(Runtime):
+    """A TorchScript module called with the config's inputs in config order; it returns a tensor,
+    a tuple in the config's output order, or a dict keyed by output name."""
+
+    def load(self, path: Path, parameters: Mapping[str, str]) -> None:
+        import torch
+
+        strings = [name for name, dtype in self.inputs.items() if dtype == np.object_]
+        if strings:
+            raise ValueError(f"model {self.name!r}: TorchScript takes no string inputs ({strings})")
+        if "intra_op_thread_count" in parameters:
+            torch.set_num_threads(int(parameters["intra_op_thread_count"]))
+        self.torch = torch
+        self.module = torch.jit.load(str(path), map_location=torch.device(self.device)).eval()
+
+    def run(self, feed: Feed) -> dict[str, np.ndarray]:
+        torch = self.torch
+        # Without the JIT's profiling runs: they made each instance's first calls at every new batch
+        # size take about a second, and a conv net gains nothing from its fusions.
+        with torch.inference_mode(), torch.jit.optimized_execution(False):
+            args = [torch.from_numpy(np.ascontiguousarray(feed[name])).to(self.device) for name in self.inputs]
+            result = self.module(*args)
+        if isinstance(result, dict):
+            result = [result[name] for name in self.outputs]
+        elif isinstance(result, torch.Tensor):
+            result = [result]
+        if len(result) != len(self.outputs):
+            raise RuntimeError(f"model {self.name!r} returned {len(result)} tensors, config has {len(self.outputs)} outputs")
+        return {name: tensor.detach().cpu().numpy() for name, tensor in zip(self.outputs, result)}
+
+
+def _cudart():
+    try:
+        from cuda.bindings import runtime  # cuda-python >= 12.6
+    except ImportError:
+        from cuda import cudart as runtime
+    return runtime
+
+
+def _ok(result):
+    """Unpack a cuda-python call's (error, value...) tuple, raising on an error."""
+    error, *values = result
+    if int(error) != 0:
+        raise RuntimeError(f"CUDA error {int(error)}: {_cudart().cudaGetErrorString(error)[1].decode()}")
+    return values[0] if len(values) == 1 else values
+
+
+class TensorRTRuntime(Runtime):
+    """A serialized TensorRT engine, with the TensorRT 10+ API (named I/O tensors,
+    ``execute_async_v3``) and cuda-python for device buffers and the stream."""
+
+    def load(self, path: Path, parameters: Mapping[str, str]) -> None:
+        try:
+            import tensorrt as trt
+            self.cudart = _cudart()
+        except ImportError as error:
+            raise RuntimeError(f"model {self.name!r}: the tensorrt backend needs the TensorRT and cuda-python "
+                               f"Python packages and an NVIDIA GPU ({error}); serve the ONNX form instead "
+                               "(convert.sh --network-format onnx)") from error
+        if not self.device.startswith("cuda"):
+            raise RuntimeError(f"model {self.name!r}: a TensorRT plan runs on a GPU; set instance_group kind KIND_GPU")
+        self.trt = trt
+        _ok(self.cudart.cudaSetDevice(int(self.device.split(":")[1])))
+        self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
+        if self.engine is None:
+            raise RuntimeError(f"model {self.name!r}: TensorRT {trt.__version__} cannot load {path}; a plan runs only "
+                               "on the TensorRT version and GPU it was built for: rebuild it on this host")
+        self._require({self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)}, "the engine")
+        self.context = self.engine.create_execution_context()
+        self.stream = _ok(self.cudart.cudaStreamCreate())
+        self.buffers: dict[str, tuple[int, int]] = {}
+
+    def _device_buffer(self, name: str, nbytes: int) -> int:
+        pointer, size = self.buffers.get(name, (0, 0))
+        if size < nbytes:
+            if pointer:
+                _ok(self.cudart.cudaFree(pointer))
+            pointer, size = _ok(self.cudart.cudaMalloc(nbytes)), nbytes
+            self.buffers[name] = (pointer, size)
+        return pointer
+
+    def run(self, feed: Feed) -> dict[str, np.ndarray]:
+        trt, cudart = self.trt, self.cudart
+        for name in self.inputs:
+            array = np.ascontiguousarray(feed[name], dtype=trt.nptype(self.engine.get_tensor_dtype(name)))
+            self.context.set_input_shape(name, array.shape)
+            pointer = self._device_buffer(name, max(array.nbytes, 1))
+            _ok(cudart.cudaMemcpyAsync(pointer, array.ctypes.data, array.nbytes,
+                                       cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, self.stream))
+            self.context.set_tensor_address(name, pointer)
+        results = {}
+        for name in self.outputs:
+            host = np.empty(tuple(self.context.get_tensor_shape(name)), dtype=trt.nptype(self.engine.get_tensor_dtype(name)))
+            pointer = self._device_buffer(name, max(host.nbytes, 1))
+            self.context.set_tensor_address(name, pointer)
+            results[name] = (host, pointer)
+        if not self.context.execute_async_v3(int(self.stream)):
+            raise RuntimeError(f"model {self.name!r}: TensorRT {trt.__version__} failed to run the engine")
+        for host, pointer in results.values():
+            _ok(cudart.cudaMemcpyAsync(host.ctypes.data, pointer, host.nbytes,
+                                       cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, self.stream))
+        _ok(cudart.cudaStreamSynchronize(self.stream))
+        return {name: host for name, (host, _) in results.items()}
+
+    def close(self) -> None:
+        for pointer, _ in getattr(self, "buffers", {}).values():
+            self.cudart.cudaFree(pointer)
+        if getattr(self, "stream", None) is not None:
+            self.cudart.cudaStreamDestroy(self.stream)
+
+
+RUNTIMES: dict[str, type[Runtime]] = {"onnxruntime": OnnxRuntime, "tensorflow": TensorFlowRuntime,
+                                      "pytorch": TorchScriptRuntime, "tensorrt": TensorRTRuntime}
+
+
+def backend_of(config: ModelConfig) -> str:
+    """The backend that serves a model: its ``backend``, or the one its ``platform`` implies."""
+    return config.backend or BACKEND_OF_PLATFORM.get(config.platform, config.platform)
+
+
+def model_file(model_dir: Path, config: ModelConfig, version: int | str = 1) -> Path:
+    """Where a model's file is: ``<model>/<version>/<default_model_filename or the platform's>``."""
+    filename = config.default_model_filename or DEFAULT_MODEL_FILENAME.get(config.platform or config.backend)
+    if not filename:
+        raise ValueError(f"model {config.name!r}: no model file name for {config.platform or config.backend!r}")
+    return Path(model_dir) / str(version) / filename
+
+
+def load(model_dir: Path, config: ModelConfig, device: str = "cpu", parameters: Mapping[str, str] | None = None,
+         version: int | str = 1) -> Runtime:
+    """Load a repository's model in this process with the runtime its backend uses."""
+    from tritonclient.grpc import model_config_pb2 as pb
+    from tritonclient.utils import triton_to_np_dtype
+
+    backend = backend_of(config)
+    if backend not in RUNTIMES:
+        raise ValueError(f"model {config.name!r}: no in-process runtime for backend {backend!r} "
+                         f"(there are: {', '.join(RUNTIMES)})")
+    path = model_file(model_dir, config, version)
+    if not path.exists():
+        raise FileNotFoundError(f"model {config.name!r}: model file {path} not found")
+    inputs = {t.name: np.dtype(triton_to_np_dtype(pb.DataType.Name(t.data_type).removeprefix("TYPE_")
+                                                  .replace("STRING", "BYTES"))) for t in config.input}
+    merged = {k: v.string_value for k, v in config.parameters.items()} | dict(parameters or {})
+    return RUNTIMES[backend](config.name, path, device, merged, inputs, [t.name for t in config.output])
+
