@@ -25,3 +25,6 @@ TOP_K = 100
 # The official CenterNet COCO normalisation, in BGR channel order (images are read as BGR).
 MEAN_BGR = (0.40789654, 0.44719302, 0.47026115)
 STD_BGR = (0.28863828, 0.27408164, 0.27809835)
+# Images larger than this are refused from their header, before decoding (an "image bomb": a
+# 500 KB PNG can decode to gigabytes). 40 megapixels covers every common camera.
+MAX_PIXELS = 40_000_000
