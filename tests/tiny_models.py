@@ -16,7 +16,7 @@ import tensorflow as tf
 import torch
 
 from trtis import config, repository
-from trtis import tensorflow as trtis_tf
+from trtis.export import tensorflow as trtis_tf
 
 MAX_BATCH = 8
 BATCHING = config.DynamicBatching(max_queue_delay_us=20_000)

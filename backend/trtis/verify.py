@@ -4,7 +4,7 @@ a difference over tolerance fails the conversion with the stage named.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,40 +43,10 @@ def compare(stage: str, reference: Mapping[str, np.ndarray], candidate: Mapping[
     return rows
 
 
-def compare_detections(stage: str, reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray],
-                       box_tolerance: float, score_tolerance: float, boxes: str = "boxes", scores: str = "scores",
-                       classes: str = "classes", min_score: float = 0.0) -> list[Comparison]:
-    """Compare two detectors' top-K outputs ([N, K, ...], scores descending) without depending on
-    the order of equal scores, which differs between runtimes.
-
-    Each reference detection is matched with the candidate detection of the same class whose score
-    is within ``score_tolerance`` and whose box is closest. Rows: the largest box difference of a
-    match, the largest score difference of the sorted scores, and the number of reference
-    detections without a match (tolerance 0). With ``min_score``, only reference detections scoring
-    at least ``min_score + score_tolerance`` must find a match (a quantized model's low scores may
-    cross the threshold), and the score row compares matched detections only.
-    """
-    ref_boxes, ref_scores, ref_classes = (np.asarray(reference[k]) for k in (boxes, scores, classes))
-    cand_boxes, cand_scores, cand_classes = (np.asarray(candidate[k]) for k in (boxes, scores, classes))
-    if ref_scores.shape != cand_scores.shape:
-        raise VerificationError(f"{stage}: {scores} has shape {cand_scores.shape}, the source {ref_scores.shape}")
-    worst_box, unmatched, score_gap = 0.0, 0, 0.0
-    for image in range(ref_scores.shape[0]):
-        box_gap = np.abs(ref_boxes[image][:, None, :] - cand_boxes[image][None, :, :]).max(axis=2)
-        gaps = np.abs(ref_scores[image][:, None] - cand_scores[image][None, :])
-        compatible = (ref_classes[image][:, None] == cand_classes[image][None, :]) & (gaps <= score_tolerance)
-        best = np.where(compatible, box_gap, np.inf).argmin(axis=1)
-        box_gap = np.where(compatible, box_gap, np.inf).min(axis=1)
-        # A near-tie at the K-th place may leave the lowest scores unmatched: those are not errors.
-        kth = ref_scores[image].min()
-        counted = ~((ref_scores[image] - kth) <= score_tolerance) & (ref_scores[image] >= min_score + score_tolerance)
-        unmatched += int(np.sum(~np.isfinite(box_gap) & counted))
-        matched = np.isfinite(box_gap) & (ref_scores[image] >= min_score)
-        if matched.any():
-            worst_box = max(worst_box, float(box_gap[matched].max()))
-            score_gap = max(score_gap, float(gaps[np.arange(len(best)), best][matched].max()))
-    return [Comparison(stage, boxes, worst_box, box_tolerance), Comparison(stage, scores, score_gap, score_tolerance),
-            Comparison(stage, "unmatched", float(unmatched), 0.0)]
+def within(tolerance: float | Mapping[str, float]) -> Callable[[str, Mapping[str, np.ndarray], Mapping[str, np.ndarray]],
+                                                         list[Comparison]]:
+    """A comparator for ``trtis.export``: every output within ``tolerance`` of its source's."""
+    return lambda stage, reference, candidate: compare(stage, reference, candidate, tolerance)
 
 
 def table(rows: Iterable[Comparison]) -> str:

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from detection import pipeline
-from trtis import tensorflow as trtis_tf
+from trtis.export import tensorflow as trtis_tf
 
 
 def _one_image(encoded: tf.Tensor, size: int):

@@ -11,7 +11,7 @@ from PIL import Image
 from detection import letterbox, pipeline
 from detection.convert import PREPROCESS_TOLERANCE
 from detection.preprocess import preprocess_graph
-from trtis import tensorflow as trtis_tf
+from trtis.export import tensorflow as trtis_tf
 
 SIZE = 128
 NAMES = [pipeline.IMAGE, pipeline.META_AFFINE, pipeline.META_SIZE]

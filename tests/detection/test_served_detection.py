@@ -11,6 +11,7 @@ import tritonclient.grpc as grpcclient
 
 from conftest import INPUT_SIZE, OPENCV_PREPROCESS
 from detection import pipeline
+from detection.matching import compare_detections
 from detection.client import image_files
 from trt_client import client
 from trt_client.errors import InferenceFailed
@@ -37,7 +38,7 @@ def test_served_detections_equal_the_in_process_pytorch_pipeline(runner, referen
     for data in images:
         served = runner.run(input=one(data))
         expected = reference([data])
-        rows = verify.compare_detections("served vs in-process", expected, served, box_tolerance=1.0,
+        rows = compare_detections("served vs in-process", expected, served, box_tolerance=1.0,
                                          score_tolerance=1e-3)
         verify.require(rows)
         assert served[pipeline.CLASSES].dtype == np.int32
@@ -60,7 +61,7 @@ def test_a_corrupt_image_among_good_ones_fails_alone(detection_server, reference
     assert isinstance(outcomes[2], InferenceFailed) and "detection-preprocess" in str(outcomes[2])
     for index in (0, 1, 3, 4, 5):
         expected = reference([requests[index]])
-        verify.require(verify.compare_detections("batched", expected, outcomes[index], 1.0, 1e-3))
+        verify.require(compare_detections("batched", expected, outcomes[index], 1.0, 1e-3))
 
 
 def known_box_image(height: int, width: int, box: tuple[int, int, int, int], gray: bool, fmt: str) -> bytes:

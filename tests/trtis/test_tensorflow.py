@@ -4,7 +4,7 @@ import tensorflow as tf
 from tritonclient.grpc import model_config_pb2 as pb
 
 from trtis import config
-from trtis import tensorflow as trtis_tf
+from trtis.export import tensorflow as trtis_tf
 
 
 def scale_and_sum(x):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -42,6 +43,18 @@ def run(model: onnx.ModelProto | bytes, feeds: Mapping[str, np.ndarray], threads
     session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(names, dict(feeds))))
+
+
+def latency_ms(model: bytes, feeds: Mapping[str, np.ndarray], runs: int = 3) -> float:
+    """Median latency of one ONNX Runtime run on this CPU, after a warm-up run (to choose a form)."""
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    session.run(None, dict(feeds))
+    times = []
+    for _ in range(runs):
+        began = time.perf_counter()
+        session.run(None, dict(feeds))
+        times.append((time.perf_counter() - began) * 1000)
+    return float(np.median(times))
 
 
 def simplify(model: onnx.ModelProto) -> onnx.ModelProto:

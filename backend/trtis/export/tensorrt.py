@@ -23,7 +23,7 @@ def available() -> str | None:
     try:
         import tensorrt  # noqa: F401
     except ImportError:
-        return "the tensorrt Python package is not installed (no machine of this project can install it)"
+        return "the tensorrt Python package is not installed (install TensorRT on a GPU host, or choose another format)"
     try:
         import torch
 

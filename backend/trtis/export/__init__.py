@@ -1,0 +1,311 @@
+"""A PyTorch module -> a Triton model in the format asked for, every step checked against its source.
+
+The network formats are a table, ``FORMATS``: each entry says which Triton platform serves it, where
+it runs, how it is built from the module (or from the previous form), how it is checked, and whether
+the server warms it up. ``export`` validates every option against that table before any work starts,
+then builds, checks and configures the model:
+
+    exported = export(net, [example], ["image"], ["hm", "wh", "reg"], "onnx", name="detector")
+    repository.write_repository("model_repository", [exported.model])
+    print(verify.table(exported.comparisons))
+
+Checks: a step that keeps the precision (PyTorch -> ONNX -> simplified ONNX, TorchScript FP32) is
+compared with ``compare`` (default: every output within 1e-3); a step that lowers it (INT8, FP16)
+with ``compare_reduced`` (default: within 5e-2). Pass your own comparators for outputs that need a
+smarter rule (the detection example matches heatmap peaks). A comparison over its tolerance raises
+``verify.VerificationError`` naming the step.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from trtis import config, repository, verify
+from trtis.export import onnx as trtis_onnx
+from trtis.export import quantize, tensorrt, torchscript
+
+log = logging.getLogger(__name__)
+
+Outputs = Mapping[str, np.ndarray]
+Feed = Mapping[str, np.ndarray]
+Comparator = Callable[[str, Outputs, Outputs], list[verify.Comparison]]
+
+
+@dataclass
+class ExportOptions:
+    """How the model is exported and configured; ``export`` takes these as keyword arguments.
+
+    ``instances`` is per GPU for the GPU formats (on ``gpus``, default all). ``inputs``/``outputs``
+    override the config tensors that are otherwise read from the example inputs and the module's
+    outputs (batch axis first). ``calibration`` (INT8): real input feeds, or a function returning
+    them, called only when an INT8 form is built.
+    """
+
+    name: str
+    max_batch_size: int = 8
+    instances: int = 1
+    gpus: Sequence[int] = ()
+    dynamic_batching: config.DynamicBatching | None = field(default_factory=config.DynamicBatching)
+    warmup_max_batch: int = 4
+    dynamic_axes: Mapping[str, Mapping[int, str]] | None = None
+    inputs: Sequence[config.Tensor] | None = None
+    outputs: Sequence[config.Tensor] | None = None
+    parameters: Mapping[str, Any] | None = None
+    files: Mapping[str, Path | bytes] = field(default_factory=dict)
+    compare: Comparator | None = None
+    compare_reduced: Comparator | None = None
+    calibration: Sequence[Feed] | Callable[[], Sequence[Feed]] | None = None
+    calibration_method: str = "minmax"
+    int8_form: str = "cpu"
+    cache_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class Format:
+    """One network format: what serves it, where it runs, how it is built and checked."""
+
+    name: str
+    platform: str
+    devices: tuple[str, ...]  # "cpu", "gpu": where it may run
+    summary: str
+    build: Callable[[_Job], bytes]
+    unavailable: Callable[[], str | None] = lambda: None  # why it cannot be built here, or None
+    calibrated: bool = False  # needs ``calibration``
+
+    def device(self, gpus: Sequence[int]) -> str:
+        """Where this format runs for this request: the GPU when it must or when GPUs are asked for
+        or present and the format can use them."""
+        if self.devices == ("gpu",) or (gpus and "gpu" in self.devices):
+            return "gpu"
+        return "gpu" if "gpu" in self.devices and torch.cuda.is_available() else "cpu"
+
+
+@dataclass
+class Exported:
+    """What ``export`` made: the model to write, every comparison made, and the format chosen."""
+
+    model: repository.Model
+    comparisons: list[verify.Comparison]
+    format: str
+    device: str
+    notes: list[str] = field(default_factory=list)
+
+
+class _Job:
+    """One export: the module's reference outputs and the intermediate forms, each built once."""
+
+    def __init__(self, module: torch.nn.Module, example_inputs: Sequence[torch.Tensor], input_names: Sequence[str],
+                 output_names: Sequence[str], options: ExportOptions):
+        self.module, self.examples = module.eval(), tuple(example_inputs)
+        self.input_names, self.output_names, self.options = list(input_names), list(output_names), options
+        self.feeds = {name: t.detach().cpu().numpy() for name, t in zip(input_names, self.examples)}
+        with torch.inference_mode():
+            self.reference = _named(output_names, module(*self.examples))
+        self.comparisons: list[verify.Comparison] = []
+        self.notes: list[str] = []
+        self._int8: dict[str, bytes] = {}
+
+    def check(self, stage: str, reference: Outputs, candidate: Outputs, reduced: bool = False) -> None:
+        compare = self.options.compare_reduced if reduced else self.options.compare
+        compare = compare or verify.within(5e-2 if reduced else 1e-3)
+        self.comparisons += compare(f"{self.options.name}: {stage}", reference, candidate)
+
+    @functools.cached_property
+    def onnx(self) -> tuple[Any, dict[str, np.ndarray]]:
+        """The exported ONNX model and its outputs on the example inputs."""
+        with _step(self.options.name, "PyTorch -> ONNX"):
+            model = trtis_onnx.export(self.module, self.examples, self.input_names, self.output_names,
+                                      self.options.dynamic_axes)
+        outputs = trtis_onnx.run(model, self.feeds)
+        self.check("PyTorch vs ONNX", self.reference, outputs)
+        return model, outputs
+
+    @functools.cached_property
+    def simplified(self):
+        with _step(self.options.name, "onnx-simplifier"):
+            model = trtis_onnx.simplify(self.onnx[0])
+        self.check("ONNX vs simplified", self.onnx[1], trtis_onnx.run(model, self.feeds))
+        return model
+
+    def int8(self, form: str) -> bytes:
+        """The simplified model calibrated into an INT8 QDQ model of ``form``, checked against it."""
+        if form not in self._int8:
+            options = self.options
+            feeds = options.calibration() if callable(options.calibration) else options.calibration
+            with _step(options.name, f"INT8 calibration ({form} form, {options.calibration_method}, {len(feeds)} batches)"):
+                quantized = quantize.quantize_int8(self.simplified, feeds, options.calibration_method,
+                                                   options.cache_dir, form=form)
+            left = quantize.float_ops(quantized)
+            self.notes.append(f"INT8 {form} form: left in floating point: {', '.join(left) or 'nothing'}")
+            data = quantized.SerializeToString()
+            self.check(f"ONNX vs INT8 ONNX ({form} form)", self.onnx[1], trtis_onnx.run(data, self.feeds),
+                       reduced=True)
+            self._int8[form] = data
+        return self._int8[form]
+
+
+def _named(names: Sequence[str], outputs: Any) -> dict[str, np.ndarray]:
+    if isinstance(outputs, torch.Tensor):
+        outputs = (outputs,)
+    if isinstance(outputs, Mapping):
+        outputs = [outputs[name] for name in names]
+    outputs = list(outputs)
+    if len(outputs) != len(names):
+        raise ValueError(f"the module returns {len(outputs)} outputs but {len(names)} output names were given")
+    return {name: t.detach().cpu().numpy() for name, t in zip(names, outputs)}
+
+
+@contextmanager
+def _step(model: str, what: str) -> Iterator[None]:
+    began = time.perf_counter()
+    yield
+    log.info("%s: %s (%.1f s)", model, what, time.perf_counter() - began)
+
+
+def _build_onnx(job: _Job) -> bytes:
+    return job.simplified.SerializeToString()
+
+
+def _build_onnx_int8(job: _Job) -> bytes:
+    return job.int8(job.options.int8_form)
+
+
+def _build_torchscript(job: _Job) -> bytes:
+    device = "cuda" if FORMATS["torchscript"].device(job.options.gpus) == "gpu" else "cpu"
+    with _step(job.options.name, f"PyTorch -> TorchScript ({'FP16 on CUDA' if device == 'cuda' else 'FP32'})"):
+        data = torchscript.export(job.module, job.examples, device, half=device == "cuda")
+    traced = _named(job.output_names, torchscript.run(data, job.examples, device))
+    job.check(f"PyTorch vs TorchScript{' FP16' if device == 'cuda' else ''}", job.reference, traced,
+              reduced=device == "cuda")
+    return data
+
+
+def _build_tensorrt(job: _Job) -> bytes:
+    options = job.options
+    if len(job.input_names) != 1:
+        raise ValueError(f"model {options.name!r}: the TensorRT plan builder takes one input, not {job.input_names}")
+    dims = list(job.feeds[job.input_names[0]].shape[1:])
+    cache = Path(options.cache_dir) / "tensorrt.timing-cache" if options.cache_dir else None
+    with _step(options.name, "INT8 QDQ ONNX -> TensorRT plan"):
+        return tensorrt.build_plan(job.int8("tensorrt"), job.input_names[0], dims, options.max_batch_size,
+                                   timing_cache=cache)
+
+
+FORMATS: dict[str, Format] = {f.name: f for f in (
+    Format("onnx", "onnxruntime_onnx", ("cpu",), "FP32 ONNX, simplified (ONNX Runtime)", _build_onnx),
+    Format("onnx-int8", "onnxruntime_onnx", ("cpu",), "calibrated INT8 QDQ ONNX (ONNX Runtime)", _build_onnx_int8,
+           calibrated=True),
+    Format("torchscript", "pytorch_libtorch", ("cpu", "gpu"), "TorchScript: FP16 on a CUDA GPU, else FP32",
+           _build_torchscript),
+    Format("tensorrt", "tensorrt_plan", ("gpu",), "TensorRT plan built from the INT8 QDQ model", _build_tensorrt,
+           unavailable=tensorrt.available, calibrated=True),
+)}
+CHOICES = ("auto", *FORMATS)
+
+
+def validate(format: str, options: ExportOptions, input_names: Sequence[str], example_inputs: Sequence[Any]) -> None:
+    """Refuse what cannot work before any export work starts, naming the option at fault."""
+    if format not in CHOICES:
+        raise ValueError(f"unknown network format {format!r}: choose one of {', '.join(CHOICES)}")
+    if len(input_names) != len(example_inputs):
+        raise ValueError(f"{len(example_inputs)} example inputs but {len(input_names)} input names")
+    for key in ("max_batch_size", "instances"):
+        if getattr(options, key) < 1:
+            raise ValueError(f"{key} must be at least 1, not {getattr(options, key)}")
+    if options.calibration_method not in quantize.METHODS:
+        raise ValueError(f"calibration method {options.calibration_method!r} is not one of {sorted(quantize.METHODS)}")
+    if options.int8_form not in quantize.FORMS:
+        raise ValueError(f"INT8 form {options.int8_form!r} is not one of {sorted(quantize.FORMS)}")
+    gpus = list(options.gpus)
+    if len(set(gpus)) != len(gpus) or any(g < 0 for g in gpus):
+        raise ValueError(f"GPU numbers must be distinct and >= 0: {gpus}")
+    if format == "auto":
+        return
+    entry = FORMATS[format]
+    reason = entry.unavailable()
+    if reason:
+        raise tensorrt.TensorRTUnavailable(f"the {format} format cannot be built here: {reason}")
+    if gpus and "gpu" not in entry.devices:
+        on_gpu = [f.name for f in FORMATS.values() if "gpu" in f.devices]
+        raise ValueError(f"GPUs {gpus} were asked for, but the {format} format runs on the CPU; "
+                         f"formats that run on GPUs: {', '.join(on_gpu)}")
+    if entry.device(gpus) == "gpu":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"the {format} format was asked to run on GPUs {gpus}, but this machine has no CUDA GPU")
+        if any(g >= count for g in gpus):
+            raise ValueError(f"GPUs {gpus}: this machine has {count} GPU(s), numbered from 0")
+    if entry.calibrated and options.calibration is None:
+        raise ValueError(f"the {format} format is calibrated INT8: pass calibration feeds (real inputs)")
+
+
+def _choose(job: _Job) -> str:
+    """``auto``: TensorRT where it can be built; else the faster ONNX form, measured on this CPU."""
+    reason = tensorrt.available()
+    if reason is None:
+        job.notes.append("auto: tensorrt (TensorRT and a GPU are present; INT8 from the QDQ model)")
+        return "tensorrt"
+    if job.options.calibration is None:
+        job.notes.append(f"auto: onnx (TensorRT unusable: {reason}; no calibration data for INT8)")
+        return "onnx"
+    int8 = job.int8("cpu")
+    fast, slow = trtis_onnx.latency_ms(int8, job.feeds), trtis_onnx.latency_ms(_build_onnx(job), job.feeds)
+    chosen = "onnx-int8" if fast < slow else "onnx"
+    job.notes.append(f"auto: {chosen} (TensorRT unusable: {reason}; on this CPU one batch took {fast:.0f} ms in INT8 "
+                     f"and {slow:.0f} ms in FP32)")
+    if chosen == "onnx-int8":
+        job.options.int8_form = "cpu"
+    return chosen
+
+
+def _tensors(names: Sequence[str], arrays: Mapping[str, np.ndarray], dynamic: Mapping[str, Mapping[int, str]] | None,
+             batched: bool) -> list[config.Tensor]:
+    tensors = []
+    for name in names:
+        shape = list(arrays[name].shape)
+        for axis in (dynamic or {}).get(name, {}):
+            shape[axis] = -1
+        tensors.append(config.Tensor(name, arrays[name].dtype, shape[1:] if batched else shape))
+    return tensors
+
+
+def export(module: torch.nn.Module, example_inputs: Sequence[torch.Tensor], input_names: Sequence[str],
+           output_names: Sequence[str], format: str = "onnx", **options: Any) -> Exported:
+    """Build ``module`` in ``format`` (a name of ``FORMATS``, or ``auto``), check every step, and
+    configure it for Triton; ``options`` are ``ExportOptions`` fields (``name`` is required)."""
+    settings = ExportOptions(**options)
+    validate(format, settings, input_names, example_inputs)
+    job = _Job(module, example_inputs, input_names, output_names, settings)
+    chosen = _choose(job) if format == "auto" else format
+    entry = FORMATS[chosen]
+    artefact = entry.build(job)
+    verify.require(job.comparisons)
+    device = entry.device(settings.gpus)
+    batched = settings.max_batch_size > 0
+    common = dict(
+        max_batch_size=settings.max_batch_size, dynamic_batching=settings.dynamic_batching,
+        inputs=settings.inputs or _tensors(input_names, job.feeds, settings.dynamic_axes, batched),
+        outputs=settings.outputs or _tensors(output_names, job.reference, settings.dynamic_axes, batched),
+        parameters=settings.parameters)
+    if device == "gpu":
+        # The first run of each batch size in each instance's process is slow on a GPU (kernels load,
+        # cuDNN chooses algorithms): the server runs the small ones before it reports ready. Not all of
+        # them: each process's allocator keeps the memory of the largest batch it ran.
+        common["warmup_batch_sizes"] = range(1, min(settings.warmup_max_batch, settings.max_batch_size) + 1)
+        instances = config.Instances(settings.instances, kind="gpu", gpus=tuple(settings.gpus))
+    else:
+        instances = config.Instances(settings.instances)
+    model_config = config.model_config(settings.name, platform=entry.platform, instances=[instances], **common)
+    for note in job.notes:
+        log.info("%s: %s", settings.name, note)
+    return Exported(repository.Model(model_config, artefact, files=dict(settings.files)), job.comparisons, chosen,
+                    device, job.notes)
