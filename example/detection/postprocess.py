@@ -4,7 +4,7 @@ boxes back to original-image pixels.
 Peaks are the heatmap cells equal to their 3x3 max-pool; the top K over all classes and cells
 are kept; each box is its cell plus the predicted offset (``reg``), sized by ``wh``, scaled by
 the output stride to network-input pixels, mapped through ``meta_affine`` to the original image
-and clipped to it.
+and clipped to it. Every box is well-formed (x1 <= x2, y1 <= y2), whatever its score.
 """
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ class CenterNetDecoder(nn.Module):
         offset = reg.reshape(batch, 2, -1).gather(2, gather)
         size = wh.reshape(batch, 2, -1).gather(2, gather)
         cx, cy = xs + offset[:, 0], ys + offset[:, 1]
-        half_w, half_h = size[:, 0] / 2, size[:, 1] / 2
+        # The wh head is unconstrained: a negative size (low-score peaks, image edges) would invert its box.
+        half_w, half_h = size[:, 0].clamp(min=0) / 2, size[:, 1].clamp(min=0) / 2
         x = torch.stack([cx - half_w, cx + half_w], dim=2) * self.stride  # [batch, K, 2] input pixels
         y = torch.stack([cy - half_h, cy + half_h], dim=2) * self.stride
         a = meta_affine.unsqueeze(1)  # [batch, 1, 2, 3]

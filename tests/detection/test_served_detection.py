@@ -27,8 +27,9 @@ def one(data: bytes) -> dict:
 def test_conversion_checked_every_stage(detection_repository):
     _, rows = detection_repository
     stages = {row.stage for row in rows}
-    assert {"preprocess: TensorFlow vs OpenCV", "network: PyTorch vs ONNX", "network: ONNX vs simplified",
-            "postprocess: PyTorch vs ONNX", "postprocess: ONNX vs simplified"} <= stages
+    assert {"preprocess: TensorFlow vs OpenCV", f"{pipeline.NETWORK}: PyTorch vs ONNX",
+            f"{pipeline.NETWORK}: ONNX vs simplified", f"{pipeline.POSTPROCESS}: PyTorch vs ONNX",
+            f"{pipeline.POSTPROCESS}: ONNX vs simplified"} <= stages
     assert all(row.ok for row in rows)
 
 
@@ -115,6 +116,47 @@ def test_boxes_map_back_to_the_original_pixels(detection_server, height, width, 
     assert classes[0, 0] == 2 and scores[0, 0] > 0.99
     pixel = max(height, width) / INPUT_SIZE  # original pixels per input pixel
     np.testing.assert_allclose(boxes[0, 0], box, atol=1.0 * pixel + 1.0)
+
+
+def awkward_images() -> dict[str, bytes]:
+    """Images a new user tries: wide, tall, with alpha, CMYK, tiny; textured, so peaks land on edges."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    rng = np.random.default_rng(7)
+    noise = lambda h, w, c=3: cv2.GaussianBlur(rng.integers(0, 256, (h, w, c), dtype=np.uint8), (5, 5), 2)  # noqa: E731
+    cmyk = BytesIO()
+    Image.fromarray(noise(300, 400, 4), "CMYK").save(cmyk, "JPEG")
+    return {"wide": cv2.imencode(".jpg", noise(120, 1600))[1].tobytes(),
+            "tall": cv2.imencode(".png", noise(1400, 90))[1].tobytes(),
+            "alpha": cv2.imencode(".png", noise(333, 517, 4))[1].tobytes(),
+            "cmyk": cmyk.getvalue(),
+            "tiny": cv2.imencode(".png", noise(9, 31))[1].tobytes()}
+
+
+@pytest.mark.parametrize("name", sorted(awkward_images()))
+def test_every_box_is_well_formed_and_inside_the_image(runner, name):
+    """All top-K boxes, the low-score ones too: x1 <= x2, y1 <= y2, clipped to the original image."""
+    data = awkward_images()[name]
+    height, width = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED).shape[:2]
+    boxes = runner.run(input=one(data))[pipeline.BOXES][0]
+    assert boxes.shape == (pipeline.TOP_K, 4)
+    assert (boxes[:, 0] <= boxes[:, 2]).all() and (boxes[:, 1] <= boxes[:, 3]).all(), boxes
+    assert (boxes >= 0).all() and (boxes[:, [0, 2]] <= width).all() and (boxes[:, [1, 3]] <= height).all()
+
+
+def test_the_decoder_never_inverts_a_box_even_for_negative_sizes():
+    import torch
+
+    from detection.postprocess import CenterNetDecoder
+
+    generator = torch.Generator().manual_seed(0)
+    heads = [torch.randn(2, channels, 32, 32, generator=generator) * 3 for channels in (6, 2, 2)]
+    affine = torch.tensor([[2.0, 0.0, -10.0], [0.0, 2.0, 5.0]]).expand(2, 2, 3)
+    boxes, _, _ = CenterNetDecoder()(*heads, affine, torch.tensor([[200.0, 300.0]] * 2))
+    assert (heads[1] < 0).any(), "the test needs negative sizes"
+    assert (boxes[..., 0] <= boxes[..., 2]).all() and (boxes[..., 1] <= boxes[..., 3]).all()
 
 
 def test_opencv_preprocess_model_matches_the_tensorflow_graph(detection_server):
