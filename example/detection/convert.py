@@ -21,7 +21,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from detection import dataset, letterbox, matching, pipeline
-from detection.inference import InProcessPipeline
+from detection.reference import ReferencePipeline
 from detection.network import NetworkSpec, load_network
 from detection.postprocess import CenterNetDecoder
 from trtis import config, export, repository, verify
@@ -185,7 +185,7 @@ def convert(options: Options) -> list[verify.Comparison]:
         log.warning("Using seeded random weights (seed %s): the detections will be meaningless", options.random_init)
         network, spec = load_network(None, NetworkSpec(DEFAULT_CLASSES), seed=options.random_init or 0)
     images = sample_images(options.check_images)
-    reference = InProcessPipeline(network, options.input_size)
+    reference = ReferencePipeline(network, options.input_size)
     rows: list[verify.Comparison] = []
     with logging_redirect_tqdm(), tqdm(total=4, desc="convert", unit="stage") as progress:
         progress.set_postfix_str("preprocess")

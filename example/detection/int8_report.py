@@ -1,9 +1,10 @@
 """FP32 against INT8 on this machine, in one run: network-only latency and throughput in ONNX
 Runtime (same threads, same inputs) and COCO mAP of the served pipeline with each.
 
-    python example/detection/int8_report.py [--num-images 100] [--threads 2]
+    python example/detection/int8_report.py [--num-images 100] [--threads 2] [--output reports/]
 
-Writes ``docs/performance/int8.md`` and ``int8.json``.
+Builds each repository with ``convert.sh``, as a user would, and writes ``int8.md`` and ``int8.json``
+to ``--output`` (default: the ignored ``reports/``; the shipped record is ``docs/performance/int8.*``).
 """
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the example and the tests' helpers importable
+if __package__ in (None, ""):  # run as a script: make the example importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
@@ -24,13 +26,12 @@ import onnxruntime as ort
 from tqdm import tqdm
 
 from detection import dataset, pipeline
-from detection.convert import DEFAULT_CHECKPOINT, Options, convert
-from detection.evaluate import score, served
+from detection.accuracy import score, served
 from detection.preprocess import TensorFlowPreprocess
 from trtis.serving import serve
 
 ROOT = Path(__file__).resolve().parents[2]
-REPORT = ROOT / "docs" / "performance"
+CONVERT = ROOT / "example" / "detection" / "convert.sh"
 
 
 def network_speed(model: Path, batch1: np.ndarray, batch8: np.ndarray, threads: int, runs: int) -> dict:
@@ -64,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--calibration-images", type=int, default=64)
+    parser.add_argument("--output", type=Path, default=ROOT / "reports", help="report folder")
     args = parser.parse_args(argv)
     seed = dataset.SPLIT_SEEDS["test"]
     ground_truth = dataset.coco_split(seed, args.num_images)
@@ -74,10 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         for name, fmt, form in (("FP32 ONNX", "onnx", None), ("INT8 ONNX, CPU form (U8S8)", "onnx-int8", "cpu"),
                                 ("INT8 ONNX, TensorRT form (symmetric S8S8)", "onnx-int8", "tensorrt")):
             repo = Path(tmp) / (form or fmt)
-            options = Options(repo, DEFAULT_CHECKPOINT, network_format=fmt, calibration_images=args.calibration_images)
-            if form == "tensorrt":  # served by ONNX Runtime here, as TensorRT would get it
-                options.int8_form = "tensorrt"
-            convert(options)
+            # The TensorRT form is served by ONNX Runtime here, as TensorRT would get it.
+            subprocess.run([str(CONVERT), "--output", str(repo), "--network-format", fmt,
+                            "--calibration-images", str(args.calibration_images),
+                            *(["--int8-form", form] if form else [])], check=True, stdout=subprocess.DEVNULL)
             speed = network_speed(repo / pipeline.NETWORK / "1" / "model.onnx", preprocessed[:1], preprocessed,
                                   args.threads, args.runs)
             accuracy = served_map(repo, images, ground_truth, Path(tmp) / f"{fmt}-state")
@@ -99,11 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["", f"INT8 (CPU form) / FP32: {ratio['latency_speedup']}x lower latency, {ratio['throughput_speedup']}x "
               f"the throughput, mAP@[.5:.95] {abs(ratio['map_drop_points']):.2f} points "
               f"{'lower' if ratio['map_drop_points'] >= 0 else 'higher'}."]
-    REPORT.mkdir(parents=True, exist_ok=True)
-    (REPORT / "int8.md").write_text("\n".join(lines) + "\n")
-    (REPORT / "int8.json").write_text(json.dumps({"machine": machine, "threads": args.threads, "results": results,
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "int8.md").write_text("\n".join(lines) + "\n")
+    (args.output / "int8.json").write_text(json.dumps({"machine": machine, "threads": args.threads, "results": results,
                                                   "ratios": ratio, "date": time.strftime("%Y-%m-%d")}, indent=2) + "\n")
     print("\n".join(lines))
+    print(f"Report: {args.output / 'int8'}.{{md,json}}")
     return 0
 
 

@@ -8,7 +8,7 @@ import pytest
 from trtis.serving import serve
 from detection import pipeline
 from detection.convert import DEFAULT_CHECKPOINT, Options, convert, preprocess_stage
-from detection.inference import InProcessPipeline
+from detection.reference import ReferencePipeline
 from detection.network import load_network
 from trtis import repository
 
@@ -26,7 +26,7 @@ def reference(network):
     """The same pipeline in process: the served TensorFlow graph, the PyTorch network and decoder."""
     from detection.preprocess import TensorFlowPreprocess
 
-    return InProcessPipeline(network, INPUT_SIZE, TensorFlowPreprocess(INPUT_SIZE))
+    return ReferencePipeline(network, INPUT_SIZE, TensorFlowPreprocess(INPUT_SIZE))
 
 
 @pytest.fixture(scope="session")

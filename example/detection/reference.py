@@ -14,7 +14,7 @@ from detection.postprocess import CenterNetDecoder
 Preprocess = Callable[[Sequence[bytes]], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
-class InProcessPipeline:
+class ReferencePipeline:
     """``preprocess`` defaults to the OpenCV reference; pass ``TensorFlowPreprocess`` to run
     exactly the served graph."""
 
