@@ -1,5 +1,5 @@
 """The tutorial's client: ``Inference(url, model_name, model_version)`` with ``run``,
-``async_run`` and ``get``, on gRPC (``tritonclient.grpc``).
+``async_run`` and ``get``, on gRPC (``tritonclient.grpc``), with threads.
 
     runner = Inference(url="127.0.0.1:7001", model_name="detection", model_version="1")
     results = runner.run(input={"raw_image": raw_image})            # {output name: numpy array}
@@ -11,114 +11,95 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping
-from typing import Any, Literal, TypeVar
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
 
-import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from trt_client.errors import ModelNotReady, RequestTimeout, ServerUnreachable, TrtClientError, translate
-from trt_client.requests import RequestIds
-from trt_client.tensors import ModelSpec, TensorInfo, prepare, results
-
-T = TypeVar("T")
-Results = dict[str, np.ndarray]
+from trt_client.core import Call, InferenceState, Options, Pause, Results, Steps, T, Url, connect_steps
+from trt_client.errors import RequestTimeout
 
 
-def connect_with_retries(call: Callable[[], T], url: str, attempts: int, interval: float) -> T:
-    """Run ``call`` until the server answers, for a server that is still starting."""
-    for attempt in range(attempts):
-        try:
-            return call()
-        except InferenceServerException as error:
-            if "UNAVAILABLE" not in str(error.status() or "") or attempt == attempts - 1:
-                raise
-            time.sleep(interval)
-    raise AssertionError("unreachable")
+class Inference(InferenceState):
+    """A connection to one model on a Triton server (or several replicas of it), for blocking
+    and asynchronous requests.
 
-
-class Inference:
-    """A connection to one model on a Triton server, for blocking and asynchronous requests.
-
-    ``max_in_flight`` bounds the asynchronous requests sent and not yet answered; when it is
-    reached, ``async_run`` waits for a slot (``when_full="wait"``, bounded by ``timeout``) or
-    raises ``TooManyInFlight`` (``when_full="raise"``). ``timeout`` is each request's deadline in
-    seconds. ``connect_attempts`` and ``retry_interval`` cover a server that is still starting.
+    ``url``: ``"host:port"``, a list of ``"ip:port"`` replicas, or a gRPC target
+    (``dns:///triton-headless:8001``, ``ipv4:10.0.0.1:8001,10.0.0.2:8001``); requests are spread
+    over the replicas by gRPC's ``round_robin``. ``retry_unavailable`` sends a request that failed
+    because its replica went away once more, to another replica. ``timeout`` is each request's
+    deadline in seconds. ``max_in_flight`` bounds the asynchronous requests sent and not yet
+    answered; when it is reached, ``async_run`` waits for a slot (``when_full="wait"``, bounded
+    by ``timeout``) or raises ``TooManyInFlight`` (``when_full="raise"``). ``connect_attempts`` and
+    ``retry_interval`` cover a server that is still starting. ``ssl``, ``root_certificates``,
+    ``private_key`` and ``certificate_chain`` (PEM files) are tritonclient's TLS settings;
+    ``headers`` go with every call (Triton's restricted-API keys travel this way).
     """
 
-    def __init__(self, url: str, model_name: str, model_version: str = "", *, timeout: float | None = 60.0,
-                 max_in_flight: int = 64, when_full: Literal["wait", "raise"] = "wait",
-                 connect_attempts: int = 5, retry_interval: float = 1.0):
-        if max_in_flight < 1:
-            raise ValueError("max_in_flight must be at least 1")
-        if when_full not in ("wait", "raise"):
-            raise ValueError("when_full must be 'wait' or 'raise'")
-        self.url, self.model_name, self.model_version = url, model_name, str(model_version or "")
-        self.timeout, self.when_full = timeout, when_full
-        self.max_in_flight = max_in_flight
-        self._client = grpcclient.InferenceServerClient(url)
+    def __init__(self, url: Url, model_name: str, model_version: str | int = "", *,
+                 timeout: float | None = 60.0, max_in_flight: int = 64, when_full: Literal["wait", "raise"] = "wait",
+                 connect_attempts: int = 5, retry_interval: float = 1.0, ssl: bool = False,
+                 root_certificates: str | Path | None = None, private_key: str | Path | None = None,
+                 certificate_chain: str | Path | None = None, headers: Mapping[str, str] | None = None,
+                 retry_unavailable: bool = True):
+        super().__init__(Options.check(
+            url, model_name, model_version, timeout=timeout, max_in_flight=max_in_flight, when_full=when_full,
+            connect_attempts=connect_attempts, retry_interval=retry_interval, ssl=ssl,
+            root_certificates=root_certificates, private_key=private_key, certificate_chain=certificate_chain,
+            headers=headers, retry_unavailable=retry_unavailable))
+        self._client = grpcclient.InferenceServerClient(**self.options.client_arguments())
         self._slots = threading.BoundedSemaphore(max_in_flight)
         self._finished: queue.Queue = queue.Queue()
         self._lock = threading.Lock()
-        self._ids = RequestIds()
         self._in_flight = 0
-        self.peak_in_flight = 0
-        self._closed = False
         try:
-            self.spec = connect_with_retries(self._read_spec, url, connect_attempts, retry_interval)
-        except InferenceServerException as error:
-            self._client.close()
-            raise translate(error, url, model_name) from None
-        except TrtClientError:
+            self.spec = self._drive(connect_steps(self.options))
+        except BaseException:
             self._client.close()
             raise
 
-    def _read_spec(self) -> ModelSpec:
-        if not self._client.is_server_live(client_timeout=self.timeout):
-            raise ServerUnreachable(f"the Triton server at {self.url} is not live")
-        if not self._client.is_model_ready(self.model_name, self.model_version, client_timeout=self.timeout):
-            models = [m["name"] for m in self._client.get_model_repository_index(as_json=True).get("models", [])]
-            version = f" version {self.model_version}" if self.model_version else ""
-            raise ModelNotReady(f"model {self.model_name!r}{version} is not ready at {self.url}; "
-                                f"the server has: {', '.join(models) or 'no models'}")
-        metadata = self._client.get_model_metadata(self.model_name, self.model_version, as_json=True)
-        config = self._client.get_model_config(self.model_name, self.model_version, as_json=True)["config"]
-        return ModelSpec.from_server(metadata, config)
+    def _drive(self, steps: Steps[T]) -> T:
+        """Run the core's steps with blocking calls."""
+        reply, failure = None, None
+        while True:
+            try:
+                step = steps.throw(failure) if failure is not None else steps.send(reply)
+            except StopIteration as done:
+                return done.value
+            reply, failure = None, None
+            if isinstance(step, Pause):
+                time.sleep(step.seconds)
+                continue
+            try:
+                reply = getattr(self._client, step.method)(**step.kwargs)
+            except InferenceServerException as error:
+                failure = error
+
+    def _call(self, call: Call, input_id: Any = None) -> Any:
+        try:
+            return getattr(self._client, call.method)(**call.kwargs)
+        except InferenceServerException as error:
+            raise self.translated(error, input_id) from None
 
     # Metadata and health ---------------------------------------------------------------
-    @property
-    def inputs(self) -> tuple[TensorInfo, ...]:
-        return self.spec.inputs
-
-    @property
-    def outputs(self) -> tuple[TensorInfo, ...]:
-        return self.spec.outputs
-
-    def _ask(self, call: Callable[[], T]) -> T:
-        try:
-            return call()
-        except InferenceServerException as error:
-            raise translate(error, self.url, self.model_name) from None
-
     def server_live(self) -> bool:
-        return self._ask(lambda: self._client.is_server_live(client_timeout=self.timeout))
+        self.connected()
+        return self._call(Call("is_server_live", self.options.per_call()))
 
     def server_ready(self) -> bool:
-        return self._ask(lambda: self._client.is_server_ready(client_timeout=self.timeout))
+        self.connected()
+        return self._call(Call("is_server_ready", self.options.per_call()))
 
     def model_ready(self) -> bool:
-        return self._ask(lambda: self._client.is_model_ready(self.model_name, self.model_version,
-                                                             client_timeout=self.timeout))
+        self.connected()
+        return self._call(Call("is_model_ready", self.options.model_kwargs()))
 
     # Inference ------------------------------------------------------------------------------
     def run(self, input: Mapping[str, Any]) -> Results:  # noqa: A002 - the tutorial's name
         """Send one request and wait for its outputs."""
-        self._check_open()
-        tensors = prepare(self.spec, input)
-        result = self._ask(lambda: self._client.infer(self.model_name, tensors, self.model_version,
-                                                      client_timeout=self.timeout))
-        return results(self.spec, result)
+        return self.outputs_of(self._call(self.infer_call(input)))
 
     def async_run(self, input: Mapping[str, Any], input_id: Any = None) -> Any:  # noqa: A002
         """Send one request without waiting; its outputs come back through ``get``.
@@ -126,33 +107,25 @@ class Inference:
         Returns the request's ``input_id`` (a counter when none is given). Raises
         ``InvalidInput`` at once for a request that does not match the model.
         """
-        self._check_open()
-        tensors = prepare(self.spec, input)
-        input_id = self._ids.reserve(input_id)
-        if not self._slots.acquire(blocking=self.when_full == "wait",
-                                   timeout=self.timeout if self.when_full == "wait" else None):
-            self._ids.release(input_id)
-            raise self._ids.full_error(self.max_in_flight, self.when_full, self.timeout, input_id)
+        call = self.infer_call(input)
+        input_id = self.ids.reserve(input_id)
+        wait = self.options.when_full == "wait"
+        if not self._slots.acquire(blocking=wait, timeout=self.timeout if wait else None):
+            self.ids.release(input_id)
+            raise self.ids.full_error(self.max_in_flight, self.options.when_full, self.timeout, input_id)
         with self._lock:
             self._in_flight += 1
             self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
 
         def finished(result, error):
-            if error is not None:
-                outcome = translate(error, self.url, self.model_name, input_id)
-            else:
-                try:
-                    outcome = results(self.spec, result)
-                except Exception as problem:  # noqa: BLE001 - delivered to get()
-                    outcome = TrtClientError(f"could not read the outputs: {problem}", input_id)
+            outcome = self.outcome(result, error, input_id)
             with self._lock:
                 self._in_flight -= 1
             self._finished.put((input_id, outcome))
             self._slots.release()
 
         try:
-            self._client.async_infer(self.model_name, tensors, finished, self.model_version,
-                                     client_timeout=self.timeout)
+            self._client.async_infer(callback=finished, **call.kwargs)
         except InferenceServerException as error:
             finished(None, error)
         return input_id
@@ -166,7 +139,7 @@ class Inference:
         ``RequestTimeout`` then. With nothing in flight, nothing finished and no timeout it
         raises ``TrtClientError`` at once instead of waiting forever.
         """
-        if not self._ids.check_waitable(block, timeout):
+        if not self.ids.check_waitable(block, timeout):
             return None
         try:
             input_id, outcome = self._finished.get(block=block, timeout=timeout if block else None)
@@ -174,25 +147,21 @@ class Inference:
             if not block:
                 return None
             raise RequestTimeout(f"no request finished within {timeout} s") from None
-        return self._ids.deliver(input_id, outcome)
+        return self.ids.deliver(input_id, outcome)
 
     @property
     def in_flight(self) -> int:
         return self._in_flight
 
     # Lifetime ----------------------------------------------------------------------------
-    def _check_open(self) -> None:
-        if self._closed:
-            raise TrtClientError("this Inference is closed")
-
     def close(self) -> None:
         """Wait for the requests in flight (each bounded by ``timeout``), then close the connection.
 
         Results that finished stay available to ``get`` after ``close``.
         """
-        if self._closed:
+        if self.closed:
             return
-        self._closed = True
+        self.closed = True
         for _ in range(self.max_in_flight):
             self._slots.acquire()
         self._client.close()

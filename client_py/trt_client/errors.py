@@ -21,6 +21,11 @@ class ServerUnreachable(TrtClientError):
     """No Triton server answers at the URL (not started, stopped, wrong address or port)."""
 
 
+class TlsFailed(ServerUnreachable):
+    """The TLS handshake failed: a CA that did not sign the server's certificate, a certificate
+    for another name, or a missing or refused client certificate (mutual TLS)."""
+
+
 class ModelNotReady(TrtClientError):
     """The model (or that version of it) is not in the repository, or is not loaded."""
 
@@ -37,17 +42,35 @@ class TooManyInFlight(TrtClientError):
     """``async_run`` with ``when_full="raise"`` found the bound on requests in flight reached."""
 
 
+class AccessDenied(TrtClientError):
+    """The server restricts this API to callers that send a key header (Triton's
+    ``--grpc-restricted-protocol``), and the call lacked it or had a wrong one."""
+
+
 class InferenceFailed(TrtClientError):
     """The server took the request but the model failed on it (a corrupt image, say)."""
+
+
+TLS_HINT = ("check root_certificates (the CA that signed the server's certificate), the address the certificate "
+            "names, and for mutual TLS the client's private_key and certificate_chain")
 
 
 def translate(error: InferenceServerException, url: str, model: str, input_id: Any = None) -> TrtClientError:
     """Turn a tritonclient error into the matching trt_client error."""
     status = str(error.status() or "")
     message = error.message() or str(error)
-    if "UNAVAILABLE" in status and "model" not in message.lower():
+    lowered = message.lower()
+    if "protocol is restricted" in lowered or "PERMISSION_DENIED" in status or "UNAUTHENTICATED" in status:
+        header = message.split("expecting header")[-1].strip(" '\"") if "expecting header" in message else "KEY"
+        return AccessDenied(f"the server at {url} refused the call ({message}); send the key with "
+                            f"headers={{{header!r}: ...}} (trt-client --header {header}=...)", input_id)
+    if "handshake" in lowered or "ssl" in lowered:
+        return TlsFailed(f"the TLS connection to {url} failed ({message}); {TLS_HINT}", input_id)
+    if "UNAVAILABLE" in status and "model" not in lowered:
+        hint = ("; if the server uses TLS, pass ssl=True and root_certificates (with private_key and "
+                "certificate_chain for mutual TLS)") if "socket closed" in lowered else ""
         return ServerUnreachable(f"no Triton server answers at {url} ({message}); start it with ./start.sh "
-                                 "or check the address", input_id)
+                                 f"or check the address{hint}", input_id)
     if "NOT_FOUND" in status or "UNAVAILABLE" in status:
         return ModelNotReady(f"model {model!r} is not ready at {url}: {message}", input_id)
     if "DEADLINE_EXCEEDED" in status:

@@ -1,0 +1,119 @@
+"""What the client tests share: an adapter that drives the threaded or the asyncio client the
+same way (so one suite runs against both), a small echo model, and tritonserver started with
+flags that ``serve`` does not pass (TLS, restricted APIs)."""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trtis import config, repository
+from trtis.serving import embedded
+from trtis.serving.launcher import LaunchError, free_port, wait_ready
+from trt_client import aio, client
+
+HERE = Path(__file__).parent
+KINDS = ["threads", "asyncio"]
+
+
+class Driven:
+    """An ``aio.Inference`` called like a ``client.Inference``: each coroutine it returns runs
+    to completion on the adapter's event loop, so a test reads the same for both clients."""
+
+    def __init__(self, inference: aio.Inference, loop: asyncio.AbstractEventLoop):
+        self.inference, self.loop = inference, loop
+
+    def __getattr__(self, name: str):
+        value = getattr(self.inference, name)
+        if inspect.iscoroutinefunction(value):
+            return lambda *args, **kwargs: self.loop.run_until_complete(value(*args, **kwargs))
+        return value
+
+    def __enter__(self) -> Driven:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Clients:
+    """Opens ``client.Inference`` (``kind="threads"``) or ``aio.Inference`` (``"asyncio"``) with
+    the same arguments; ``finish`` closes what it opened."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self.loop = asyncio.new_event_loop() if kind == "asyncio" else None
+        self.opened: list = []
+
+    def open(self, *args, **kwargs):
+        if self.kind == "threads":
+            runner = client.Inference(*args, **kwargs)
+        else:
+            runner = self.unconnected(*args, **kwargs)
+            runner.connect()
+        self.opened.append(runner)
+        return runner
+
+    def unconnected(self, *args, **kwargs) -> Driven:
+        """The asyncio client before ``connect`` (the threaded one connects in its constructor)."""
+        runner = Driven(aio.Inference(*args, **kwargs), self.loop)
+        self.opened.append(runner)
+        return runner
+
+    def finish(self) -> None:
+        for runner in self.opened:
+            runner.close()
+        if self.loop is not None:
+            self.loop.close()
+
+
+def one(value) -> dict:
+    """One example of the tiny chain without a batch axis, as the tutorial passes it."""
+    return {"text": np.array([str(value).encode()], dtype=bytes)}
+
+
+def echo_model() -> repository.Model:
+    """A Python model that answers each item of ``data`` with itself and its length."""
+    echo = config.model_config("echo", backend="python", max_batch_size=8,
+                               inputs=[config.Tensor("data", "BYTES", [1])],
+                               outputs=[config.Tensor("echo", "BYTES", [1]), config.Tensor("length", np.int64, [1])])
+    return repository.Model(echo, (HERE / "echo" / "model.py").read_bytes())
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    grpc_url: str
+    log: Path
+
+
+@contextmanager
+def tritonserver(repository_root: Path, extra_flags: list[str], state: Path) -> Iterator[RunningServer]:
+    """The embedded tritonserver with ``extra_flags``, on free ports of 127.0.0.1."""
+    http, grpc, metrics = free_port(), free_port(), free_port()
+    command = embedded.command(embedded.DEFAULT_HOME, repository_root, "127.0.0.1", http, grpc, metrics)
+    log = state / f"tritonserver-{grpc}.log"
+    with open(log, "wb") as output:
+        process = subprocess.Popen(command + extra_flags, stdout=output, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, env=embedded.environment(), start_new_session=True)
+    try:
+        try:
+            wait_ready("127.0.0.1", http, 120, still_running=lambda: process.poll() is None)
+        except LaunchError as error:
+            pytest.fail(f"{error}; the server's log:\n{log.read_text(errors='replace')[-3000:]}")
+        yield RunningServer(f"127.0.0.1:{grpc}", log)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()

@@ -1,0 +1,32 @@
+"""Fixtures of the client tests (helpers in client_harness.py)."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from client_harness import KINDS, Clients, echo_model
+from trtis import repository
+from trtis.serving import serve
+
+
+@pytest.fixture(params=KINDS)
+def clients(request) -> Iterator[Clients]:
+    """Opens the threaded client, then (second run) the asyncio one, driven the same way."""
+    opened = Clients(request.param)
+    yield opened
+    opened.finish()
+
+
+@pytest.fixture(scope="session")
+def echo_repository(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("echo_repository")
+    repository.write_repository(root, [echo_model()])
+    return root
+
+
+@pytest.fixture(scope="session")
+def echo_server(echo_repository):
+    with serve(echo_repository) as server:
+        yield server

@@ -1,0 +1,15 @@
+"""A Triton Python model that answers each item of ``data`` (BYTES) with the item itself and its
+length: the server's own view of the bytes a client sent, to check that none were lost."""
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            data = pb_utils.get_input_tensor_by_name(request, "data").as_numpy()
+            lengths = np.vectorize(len, otypes=[np.int64])(data) if data.size else np.zeros(data.shape, np.int64)
+            responses.append(pb_utils.InferenceResponse([
+                pb_utils.Tensor("echo", data.astype(object)), pb_utils.Tensor("length", lengths)]))
+        return responses
