@@ -54,9 +54,38 @@ class ModelSpec:
         return ", ".join(str(t) for t in self.inputs)
 
 
-def _as_array(name: str, value) -> np.ndarray:
+def _exact_bytes(name: str, array: np.ndarray) -> np.ndarray:
+    """The items of a numpy bytes array (``dtype=bytes``, kind ``S``) with every byte they held.
+
+    numpy pads each item with NUL bytes up to the itemsize and strips trailing NULs when an item
+    is read, so ``np.array([data], dtype=bytes)`` silently shortens a BMP or WebP image ending in
+    NULs. The raw buffer keeps them: with one item, the whole itemsize is the item. With several,
+    a shorter item's NULs are numpy's padding for text, but for binary data (an item holding a
+    NUL) they cannot be told from the data's own, so that case is refused.
+    """
+    size = array.dtype.itemsize
+    raw = array.tobytes()
+    items = [raw[i * size:(i + 1) * size] for i in range(array.size)]
+    if array.size > 1:
+        items = [item.rstrip(b"\0") for item in items]
+        if any(b"\0" in item for item in items) and any(len(item) < size for item in items):
+            raise InvalidInput(f"input {name!r}: in a numpy bytes array (dtype=bytes) of several items, binary "
+                               "items lose their trailing NUL bytes and they cannot be recovered; pass the bytes "
+                               "themselves (a list of bytes) or np.array(..., dtype=object)")
+    return np.array(items, dtype=object).reshape(array.shape)
+
+
+def _as_array(name: str, value, one_item_per_example: bool) -> np.ndarray:
+    """The caller's value as an array Triton can take: bytes and str become BYTES items."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return np.array([bytes(value)], dtype=object)
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, (bytes, bytearray, str)) for v in value):
+        items = np.array([v.encode() if isinstance(v, str) else bytes(v) for v in value], dtype=object)
+        return items[:, np.newaxis] if one_item_per_example else items
     array = np.asarray(value)
-    if array.dtype.kind in "SU" or (array.dtype == np.object_ and array.size and isinstance(array.flat[0], str)):
+    if array.dtype.kind == "S":
+        return _exact_bytes(name, array)
+    if array.dtype.kind == "U" or (array.dtype == np.object_ and array.size and isinstance(array.flat[0], str)):
         return np.vectorize(lambda v: v.encode() if isinstance(v, str) else bytes(v), otypes=[object])(array)
     if array.dtype.kind == "O":
         bad = [type(v).__name__ for v in array.flat if not isinstance(v, (bytes, np.bytes_))][:1]
@@ -69,7 +98,9 @@ def prepare(spec: ModelSpec, inputs: Mapping[str, object]) -> list[grpcclient.In
     """Check ``inputs`` against the model and build the request's tensors.
 
     A model that batches gets a batch axis added when the caller passes one example (an array of
-    exactly the model's dims), as the tutorial's ``np.array([raw_image], dtype=bytes)`` does.
+    exactly the model's dims), as the tutorial's ``np.array([raw_image], dtype=bytes)`` does. A
+    BYTES input also takes ``bytes`` (one item) or a list of bytes (for an input of one item per
+    example, dims ``[1]``, a batch of them).
     """
     known = {t.name: t for t in spec.inputs}
     unknown = [name for name in inputs if name not in known]
@@ -81,11 +112,11 @@ def prepare(spec: ModelSpec, inputs: Mapping[str, object]) -> list[grpcclient.In
     tensors = []
     for name, value in inputs.items():
         info = known[name]
-        array = _as_array(name, value)
+        array = _as_array(name, value, bool(spec.max_batch_size) and info.shape == (1,))
         datatype = np_to_triton_dtype(array.dtype)
         if datatype != info.datatype:
             hint = f"convert with .astype(np.{np.dtype(triton_to_np_dtype(info.datatype)).name})" \
-                if info.datatype != "BYTES" else "pass bytes (np.array([...], dtype=bytes))"
+                if info.datatype != "BYTES" else "pass bytes, or a list of bytes"
             raise InvalidInput(f"input {name!r} of model {spec.name!r} is {info.datatype}, got {datatype} "
                                f"(numpy {array.dtype}); {hint}")
         if spec.max_batch_size and array.ndim == len(info.shape):

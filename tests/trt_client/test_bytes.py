@@ -1,0 +1,72 @@
+"""BYTES inputs keep every byte: real BMP and WebP files that end in NUL bytes, sent every way a
+user may pass them, come back byte for byte from a model that echoes what the server received."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from trt_client.errors import InvalidInput
+
+
+def bmp() -> bytes:
+    """A 3x2 BMP: rows are padded to 4 bytes, so the file ends in NULs."""
+    image = np.zeros((2, 3, 3), np.uint8)
+    image[0, 0] = (255, 0, 0)
+    return cv2.imencode(".bmp", image)[1].tobytes()
+
+
+def webp() -> bytes:
+    """A WebP whose RIFF chunk of odd size is padded with a NUL, among the first seeds tried."""
+    for seed in range(100):
+        pixels = np.random.default_rng(seed).integers(0, 255, (8, 8, 3), dtype=np.uint8)
+        data = cv2.imencode(".webp", pixels, [cv2.IMWRITE_WEBP_QUALITY, 80])[1].tobytes()
+        if data.endswith(b"\0"):
+            return data
+    raise AssertionError("no WebP ending in NUL among 100 seeds")
+
+
+@pytest.fixture(params=["bmp", "webp"])
+def image(request) -> bytes:
+    data = {"bmp": bmp, "webp": webp}[request.param]()
+    assert data.endswith(b"\0") and cv2.imdecode(np.frombuffer(data.rstrip(b"\0"), np.uint8), cv2.IMREAD_COLOR) is None, \
+        "the payload must be one that losing its trailing NULs breaks"
+    return data
+
+
+@pytest.mark.parametrize("form", [
+    "bytes", "list of bytes", "np.array([data], dtype=bytes)", "np.array([data], dtype=object)", "np.array([[data]], dtype=bytes)"])
+def test_one_image_arrives_byte_for_byte(clients, echo_server, image, form):
+    value = {"bytes": image, "list of bytes": [image], "np.array([data], dtype=bytes)": np.array([image], dtype=bytes),
+             "np.array([data], dtype=object)": np.array([image], dtype=object),
+             "np.array([[data]], dtype=bytes)": np.array([[image]], dtype=bytes)}[form]
+    runner = clients.open(echo_server.grpc_url, "echo")
+    results = runner.run(input={"data": value})
+    assert results["length"].tolist() == [[len(image)]]
+    assert results["echo"].tolist() == [[image]]
+    assert cv2.imdecode(np.frombuffer(results["echo"][0, 0], np.uint8), cv2.IMREAD_COLOR) is not None
+    runner.async_run(input={"data": value}, input_id="again")
+    assert runner.get(timeout=30)[1]["echo"].tolist() == [[image]]
+
+
+def test_a_list_of_bytes_is_a_batch(clients, echo_server):
+    images = [bmp(), webp(), b"text", b"\0"]
+    results = clients.open(echo_server.grpc_url, "echo").run(input={"data": images})
+    assert results["echo"][:, 0].tolist() == images
+    assert results["length"][:, 0].tolist() == [len(i) for i in images]
+
+
+def test_several_texts_in_a_numpy_bytes_array_lose_only_numpy_padding(clients, echo_server):
+    texts = np.array([[b"1"], [b"22"], [b"333"]], dtype=bytes)
+    results = clients.open(echo_server.grpc_url, "echo").run(input={"data": texts})
+    assert results["echo"][:, 0].tolist() == [b"1", b"22", b"333"]
+
+
+def test_binary_items_whose_trailing_nuls_are_lost_are_refused_not_sent(clients, echo_server):
+    runner = clients.open(echo_server.grpc_url, "echo")
+    batch = np.array([[bmp()], [webp()]], dtype=bytes)
+    with pytest.raises(InvalidInput, match=r"cannot be recovered; pass the bytes themselves \(a list of bytes\)"):
+        runner.run(input={"data": batch})
+    with pytest.raises(InvalidInput, match="cannot be recovered"):
+        runner.async_run(input={"data": batch})
+    assert runner.get(block=False) is None
