@@ -99,7 +99,7 @@ def _check_tls(ssl: bool, root_certificates, private_key, certificate_chain) -> 
     given = {name: str(path) for name, path in files.items() if path is not None}
     if not ssl:
         if given:
-            raise ValueError(f"{', '.join(given)} given without ssl=True: TLS is off")
+            raise ValueError(f"{', '.join(given)} given without ssl=True (trt-client --ssl): TLS is off")
         return {}
     if ("private_key" in given) != ("certificate_chain" in given):
         raise ValueError("mutual TLS needs both private_key and certificate_chain (the client's key and certificate)")

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -89,6 +90,23 @@ def echo_model() -> repository.Model:
     return repository.Model(echo, (HERE / "echo" / "model.py").read_bytes())
 
 
+def bmp() -> bytes:
+    """A 3x2 BMP: rows are padded to 4 bytes, so the file ends in NULs."""
+    image = np.zeros((2, 3, 3), np.uint8)
+    image[0, 0] = (255, 0, 0)
+    return cv2.imencode(".bmp", image)[1].tobytes()
+
+
+def webp() -> bytes:
+    """A WebP whose RIFF chunk of odd size is padded with a NUL, among the first seeds tried."""
+    for seed in range(100):
+        pixels = np.random.default_rng(seed).integers(0, 255, (8, 8, 3), dtype=np.uint8)
+        data = cv2.imencode(".webp", pixels, [cv2.IMWRITE_WEBP_QUALITY, 80])[1].tobytes()
+        if data.endswith(b"\0"):
+            return data
+    raise AssertionError("no WebP ending in NUL among 100 seeds")
+
+
 @dataclass(frozen=True)
 class RunningServer:
     grpc_url: str
@@ -117,3 +135,25 @@ def tritonserver(repository_root: Path, extra_flags: list[str], state: Path) -> 
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def make_certificates(folder: Path) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1 and localhost, a client certificate signed by the
+    CA, and a stranger CA with its own client certificate (EC P-256, valid one day)."""
+    key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for ca in ("ca", "stranger-ca"):
+        _openssl("req", "-x509", *key, "-keyout", f"{ca}.key", "-out", f"{ca}.pem", "-days", "1", "-subj", f"/CN={ca}",
+                 "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign", cwd=folder)
+    leaves = {"server": ("ca", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"),
+              "client": ("ca", "extendedKeyUsage=clientAuth\n"),
+              "stranger": ("stranger-ca", "extendedKeyUsage=clientAuth\n")}
+    for name, (ca, extensions) in leaves.items():
+        (folder / f"{name}.ext").write_text(extensions)
+        _openssl("req", *key, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=folder)
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key", "-CAcreateserial",
+                 "-out", f"{name}.pem", "-days", "1", "-extfile", f"{name}.ext", cwd=folder)
+    return {path.name: path for path in folder.glob("*.pem")} | {path.name: path for path in folder.glob("*.key")}

@@ -6,24 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
+from client_harness import bmp, webp
 from trt_client.errors import InvalidInput
-
-
-def bmp() -> bytes:
-    """A 3x2 BMP: rows are padded to 4 bytes, so the file ends in NULs."""
-    image = np.zeros((2, 3, 3), np.uint8)
-    image[0, 0] = (255, 0, 0)
-    return cv2.imencode(".bmp", image)[1].tobytes()
-
-
-def webp() -> bytes:
-    """A WebP whose RIFF chunk of odd size is padded with a NUL, among the first seeds tried."""
-    for seed in range(100):
-        pixels = np.random.default_rng(seed).integers(0, 255, (8, 8, 3), dtype=np.uint8)
-        data = cv2.imencode(".webp", pixels, [cv2.IMWRITE_WEBP_QUALITY, 80])[1].tobytes()
-        if data.endswith(b"\0"):
-            return data
-    raise AssertionError("no WebP ending in NUL among 100 seeds")
 
 
 @pytest.fixture(params=["bmp", "webp"])
