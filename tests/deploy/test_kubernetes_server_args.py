@@ -82,15 +82,17 @@ def test_admin_apis_need_the_key_and_the_client_apis_do_not(deployed, tiny):
     http = httpclient.InferenceServerClient(f"127.0.0.1:{deployed.http}")
     grpc = grpcclient.InferenceServerClient(f"127.0.0.1:{deployed.grpc}")
     try:
-        # gRPC takes the header under Triton's prefix for restricted protocols.
-        for client, header in ((http, "admin-key"), (grpc, "triton-grpc-protocol-admin-key")):
+        # gRPC takes the header under Triton's prefix for restricted protocols (docs/deployment.md).
+        for client, header, refused in ((http, "admin-key", "403"),
+                                        (grpc, "triton-grpc-protocol-admin-key", "StatusCode.UNAVAILABLE")):
             key, wrong = {header: ADMIN_KEY}, {header: ADMIN_KEY[::-1]}
             assert client.is_server_ready() and client.is_model_ready(tiny.ensemble)
             assert client.get_model_metadata(tiny.ensemble) and client.get_model_config(tiny.ensemble)
             for call in (client.get_model_repository_index, client.get_inference_statistics, client.get_log_settings):
                 for headers in (None, wrong):
-                    with pytest.raises(InferenceServerException, match=RESTRICTED_ERROR):
+                    with pytest.raises(InferenceServerException, match=RESTRICTED_ERROR) as error:
                         call(headers=headers)
+                    assert error.value.status() == refused
                 assert call(headers=key)
             with pytest.raises(InferenceServerException, match=RESTRICTED_ERROR):
                 client.unload_model(tiny.ensemble)
