@@ -1,0 +1,5 @@
+import sys
+
+from trtis.bench.cli import main
+
+sys.exit(main())

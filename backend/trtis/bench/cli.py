@@ -1,0 +1,201 @@
+"""Command lines of the benchmark and the tuning sweep: ``python -m trtis.bench`` for any model,
+and the options and runs the example's ``bench.sh``/``tune.sh`` share with it.
+
+    python -m trtis.bench --model my-model --concurrency 1 2 4 --model-repository model_repository
+    python -m trtis.bench tune --model my-model --instances my-model=1,2 --max-queue-delay-us 0 1000
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from trtis import repository
+from trtis.bench import benchmark, report, tune
+from trtis.bench.baselines import in_process_limit
+from trtis.bench.in_process import InProcessModel, StepFunction
+from trtis.bench.inputs import Request, files_under, inputs_of, model_inputs, requests_for
+from trtis.serving import LaunchError
+from trt_client.errors import TrtClientError
+
+
+def metrics_url_of(url: str) -> str:
+    """The metrics endpoint beside a gRPC address, on start.sh's metrics port (7002)."""
+    host = urllib.parse.urlsplit(f"//{url}").hostname or "127.0.0.1"
+    return f"http://{host}:7002/metrics"
+
+
+def _shapes(values: Sequence[str]) -> dict[str, list[int]]:
+    shapes = {}
+    for value in values:
+        name, _, dims = value.partition("=")
+        try:
+            shapes[name] = [int(d) for d in dims.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--shape {value!r}: write NAME=D1,D2 (integers)") from None
+    return shapes
+
+
+def measurement_arguments(parser: argparse.ArgumentParser, *, concurrency: Sequence[int], seconds: float,
+                          repository_path: Path, output: Path, name: str) -> None:
+    """What a benchmark and a sweep both take: levels, time, clients, the repository, where reports go."""
+    parser.add_argument("--model-repository", type=Path, default=repository_path,
+                        help="the repository the server runs (for the baselines and the sweep)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=list(concurrency),
+                        help="requests kept in flight by each client, one measurement per value")
+    parser.add_argument("--clients", type=int, default=1, help="client processes, each with the concurrency given")
+    parser.add_argument("--seconds", type=float, default=seconds, help="measured time per level")
+    parser.add_argument("--warmup", type=float, default=5, help="seconds of load before each measured window")
+    parser.add_argument("--batches", type=int, nargs="+", help="in-process batch sizes "
+                        "(default: 1 8 where the model measured alone runs on the CPU, 1 8 16 32 64 on a GPU)")
+    parser.add_argument("--output", type=Path, default=output,
+                        help=f"report folder (default: {output}; the shipped docs/performance changes only "
+                             "when pointed there)")
+    parser.add_argument("--name", default=name, help="report file names: NAME.json, NAME.md (and NAME.png)")
+    parser.add_argument("--device", default=benchmark.this_machine(), help="how the report names this machine")
+
+
+def bench_arguments(parser: argparse.ArgumentParser, *, output: Path, name: str,
+                    repository_path: Path = Path("model_repository")) -> None:
+    """The benchmark's options (bench.sh's and ``python -m trtis.bench``'s)."""
+    parser.add_argument("--url", default="127.0.0.1:7001", help="the server's gRPC address")
+    parser.add_argument("--metrics-url", help="Triton's metrics endpoint, for GPU utilisation and memory "
+                        "(default: port 7002 of the --url host)")
+    measurement_arguments(parser, concurrency=[1, 2, 4, 8, 16, 32, 64], seconds=20, repository_path=repository_path,
+                          output=output, name=name)
+    parser.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=True,
+                        help="also measure the model in process and a naive Flask server")
+    parser.add_argument("--baselines-from", type=Path, metavar="REPORT.json",
+                        help="take the baselines from an earlier report of this machine instead of measuring them")
+    parser.add_argument("--naive-port", type=int, default=7010, help="the naive server's port (0: any free one)")
+    parser.add_argument("--naive-concurrency", type=int, default=16, help="highest concurrency the naive server gets")
+
+
+def run_bench(args: argparse.Namespace, model: str, requests: Sequence[Request], source: str, *,
+              overrides: Mapping[str, StepFunction] | None = None, alone: str | None = None,
+              subject: str | None = None, columns: Sequence[report.Column] | None = None,
+              reproduce: str | None = None) -> int:
+    """Measure, write the three report files, print the table."""
+    earlier = json.loads(args.baselines_from.read_text()) if args.baselines_from else None
+    measure_baselines = args.baselines and earlier is None
+    if measure_baselines and not (args.model_repository / model / "config.pbtxt").exists():
+        print(f"{args.model_repository} has no model {model!r} for the baselines: pass --model-repository, "
+              "or --no-baselines", file=sys.stderr)
+        return 2
+    try:
+        found = benchmark.benchmark(
+            args.url, model, requests, args.concurrency, seconds=args.seconds, warmup=args.warmup,
+            clients=args.clients, metrics_url=args.metrics_url or metrics_url_of(args.url),
+            repository=args.model_repository if measure_baselines else None, overrides=overrides, alone=alone,
+            batches=args.batches, naive_port=args.naive_port, naive_concurrency=args.naive_concurrency,
+            baselines_from=earlier, device=args.device, source=source, subject=subject, columns=columns,
+            reproduce=reproduce)
+    except (ValueError, RuntimeError, OSError, TrtClientError) as error:
+        print(f"{model}: {error}", file=sys.stderr)
+        return 1
+    paths = report.write(found, args.output, args.name)
+    print(report.markdown(found))
+    print(f"Report: {', '.join(str(p) for p in paths)}")
+    return 0
+
+
+def tune_arguments(parser: argparse.ArgumentParser, *, output: Path, name: str,
+                   repository_path: Path = Path("model_repository")) -> None:
+    """The sweep's options (tune.sh's and ``python -m trtis.bench tune``'s), besides the instance counts."""
+    parser.add_argument("--max-batch-size", type=int, nargs="+", default=[None],
+                        help="max batch sizes to try (default: as configured)")
+    parser.add_argument("--max-queue-delay-us", type=int, nargs="+", default=[None],
+                        help="dynamic-batching queue delays to try (default: as configured)")
+    measurement_arguments(parser, concurrency=[1, 2, 4, 8], seconds=15, repository_path=repository_path,
+                          output=output, name=name)
+    parser.add_argument("--in-process", action=argparse.BooleanOptionalAction, default=True,
+                        help="measure the model in process first and judge every level against it "
+                             "(otherwise against the best any setting served at that level)")
+    parser.add_argument("--apply", action="store_true", help="write the best setting into the repository")
+
+
+def run_tune(args: argparse.Namespace, model: str, instances: Mapping[str, Sequence[int]],
+             requests: Sequence[Request], source: str, *, overrides: Mapping[str, StepFunction] | None = None,
+             reproduce: str | None = None) -> int:
+    """Sweep, write the report, print it, and apply the winner when asked."""
+    root = args.model_repository.resolve()
+    configs = repository.read_configs(root)
+    try:
+        settings = tune.grid(instances, args.max_batch_size, args.max_queue_delay_us)
+        in_process = None
+        if args.in_process:
+            with InProcessModel(root, model, overrides) as runner:
+                batches = args.batches or [1, max(1, min(8, configs[model].max_batch_size))]
+                in_process = in_process_limit(runner, requests, sorted(set(batches)), args.seconds)["throughput"]
+        results = tune.sweep(root, model, settings, requests, args.concurrency, args.seconds, args.warmup,
+                             args.clients)
+    except (ValueError, KeyError, RuntimeError, LaunchError) as error:
+        print(f"tune: {error}", file=sys.stderr)
+        return 1
+    title = (f"Tuning sweep of {model}, {args.device}, {time.strftime('%Y-%m-%d')}; {args.seconds:g} s per level "
+             f"after {args.warmup:g} s warm-up, {source} round-robin"
+             + (f"; in process: {in_process} requests/s." if in_process is not None else "."))
+    found = tune.report(results, title, args.device, time.strftime("%Y-%m-%d"), in_process, reproduce)
+    paths = tune.write(found, args.output, args.name)
+    print(tune.markdown(found))
+    print(f"Report: {', '.join(str(p) for p in paths)}")
+    if args.apply:
+        best = found["best"]["setting"]
+        setting = tune.Setting(best["instances"], best["max_batch_size"], best["max_queue_delay_us"])
+        tune.apply(root, tune.configured(configs, model, setting))
+        print(f"Applied to {root}: {found['best']['label']} (restart the server: ./start.sh --restart)")
+    return 0
+
+
+def _input_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="the model to measure: an ensemble or a single model")
+    parser.add_argument("--input-files", type=Path, nargs="+", default=[],
+                        help="files (or folders of them) for the model's BYTES input, one request each")
+    parser.add_argument("--shape", nargs="+", default=[], metavar="NAME=D1,D2",
+                        help="the shape of inputs with variable dims (without the batch axis)")
+    parser.add_argument("--count", type=int, default=16, help="random requests to make when no files are given")
+
+
+def bench_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trtis.bench",
+                                     description="Benchmark a served model; 'tune' as first argument sweeps its settings.")
+    _input_arguments(parser)
+    bench_arguments(parser, output=Path("reports"), name="bench")
+    parser.add_argument("--alone", help="a composing model to measure alone in process, per batch size")
+    args = parser.parse_args(argv)
+    try:
+        requests, source = requests_for(model_inputs(args.url, args.model), files_under(args.input_files),
+                                        args.count, _shapes(args.shape))
+    except (ValueError, OSError, argparse.ArgumentTypeError) as error:
+        parser.error(str(error))
+    command = f"python -m trtis.bench --model {args.model} --concurrency {' '.join(map(str, args.concurrency))}"
+    return run_bench(args, args.model, requests, source, alone=args.alone, reproduce=command)
+
+
+def tune_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trtis.bench tune", description=tune.__doc__.splitlines()[0])
+    _input_arguments(parser)
+    parser.add_argument("--instances", nargs="+", default=[], metavar="MODEL=N1,N2",
+                        help="instance counts to try for a composing model")
+    tune_arguments(parser, output=Path("reports"), name="tune")
+    args = parser.parse_args(argv)
+    try:
+        instances = {name: [int(n) for n in counts.split(",")] for name, _, counts in
+                     (value.partition("=") for value in args.instances)}
+        configs = repository.read_configs(args.model_repository)
+        if args.model not in configs:
+            raise ValueError(f"{args.model_repository} has no model {args.model!r}")
+        requests, source = requests_for(inputs_of(configs[args.model]), files_under(args.input_files), args.count,
+                                        _shapes(args.shape))
+    except (ValueError, OSError, argparse.ArgumentTypeError) as error:
+        parser.error(str(error))
+    return run_tune(args, args.model, instances, requests, source)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return tune_main(argv[1:]) if argv[:1] == ["tune"] else bench_main(argv)
