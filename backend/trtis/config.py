@@ -23,6 +23,7 @@ DEFAULT_MODEL_FILENAME = {
     "onnxruntime_onnx": "model.onnx",
     "tensorrt_plan": "model.plan",
     "pytorch_libtorch": "model.pt",
+    "torch_compile": "model.pt2",  # a backend of this project: a torch.export program, compiled at load
     "python": "model.py",  # a backend, not a platform: the Python backend's model file
 }
 

@@ -3,7 +3,9 @@
 The project's Python-based backends serve a model through these adapters, and the in-process
 baselines (``trtis.bench``) and conversion checks run the very same code, so a model is never
 loaded two different ways. An adapter takes numpy arrays keyed by the config's input names and
-returns numpy arrays keyed by its output names.
+returns numpy arrays keyed by its output names. Served on a GPU (``keep_on_device``), the torch
+adapters also take CUDA tensors and return their outputs as CUDA tensors, so that a GPU pipeline
+hands tensors from model to model without host copies.
 """
 from __future__ import annotations
 
@@ -25,8 +27,8 @@ class Runtime:
     """A model file loaded for ``device`` ("cpu" or "cuda:N"); ``run`` maps input arrays to outputs."""
 
     def __init__(self, name: str, path: Path, device: str, parameters: Mapping[str, str],
-                 inputs: Mapping[str, np.dtype], outputs: Sequence[str]):
-        self.name, self.device = name, device
+                 inputs: Mapping[str, np.dtype], outputs: Sequence[str], keep_on_device: bool = False):
+        self.name, self.device, self.keep_on_device = name, device, keep_on_device and device != "cpu"
         self.inputs, self.outputs = dict(inputs), list(outputs)
         self.load(Path(path), parameters)
 
@@ -107,35 +109,92 @@ class TensorFlowRuntime(Runtime):
         self.session.close()
 
 
-class TorchScriptRuntime(Runtime):
-    """A TorchScript module called with the config's inputs in config order; it returns a tensor,
-    a tuple in the config's output order, or a dict keyed by output name."""
+class TorchRuntime(Runtime):
+    """What the PyTorch adapters share: a callable module, given the config's inputs in config order
+    as tensors on the instance's device; it returns a tensor, a tuple in the config's output order,
+    or a dict keyed by output name."""
 
     def load(self, path: Path, parameters: Mapping[str, str]) -> None:
         import torch
 
         strings = [name for name, dtype in self.inputs.items() if dtype == np.object_]
         if strings:
-            raise ValueError(f"model {self.name!r}: TorchScript takes no string inputs ({strings})")
+            raise ValueError(f"model {self.name!r}: a PyTorch model takes no string inputs ({strings})")
         if "intra_op_thread_count" in parameters:
             torch.set_num_threads(int(parameters["intra_op_thread_count"]))
         self.torch = torch
-        self.module = torch.jit.load(str(path), map_location=torch.device(self.device)).eval()
+        self.module = self.load_module(path, parameters)
 
-    def run(self, feed: Feed) -> dict[str, np.ndarray]:
+    def load_module(self, path: Path, parameters: Mapping[str, str]):
+        raise NotImplementedError
+
+    def call(self, args: list):
+        return self.module(*args)
+
+    def run(self, feed: Feed) -> dict:
         torch = self.torch
-        # Without the JIT's profiling runs: they made each instance's first calls at every new batch
-        # size take about a second, and a conv net gains nothing from its fusions.
-        with torch.inference_mode(), torch.jit.optimized_execution(False):
-            args = [torch.from_numpy(np.ascontiguousarray(feed[name])).to(self.device) for name in self.inputs]
-            result = self.module(*args)
+        with torch.inference_mode():
+            args = [value.to(self.device) if isinstance(value, torch.Tensor) else
+                    torch.from_numpy(np.ascontiguousarray(value)).to(self.device) for value in
+                    (feed[name] for name in self.inputs)]
+            result = self.call(args)
         if isinstance(result, dict):
             result = [result[name] for name in self.outputs]
         elif isinstance(result, torch.Tensor):
             result = [result]
         if len(result) != len(self.outputs):
             raise RuntimeError(f"model {self.name!r} returned {len(result)} tensors, config has {len(self.outputs)} outputs")
+        if self.keep_on_device:
+            return dict(zip(self.outputs, result))
         return {name: tensor.detach().cpu().numpy() for name, tensor in zip(self.outputs, result)}
+
+
+class TorchScriptRuntime(TorchRuntime):
+    """A TorchScript module (``pytorch_libtorch``)."""
+
+    def load_module(self, path: Path, parameters: Mapping[str, str]):
+        return self.torch.jit.load(str(path), map_location=self.torch.device(self.device)).eval()
+
+    def call(self, args: list):
+        # Without the JIT's profiling runs: they made each instance's first calls at every new batch
+        # size take about a second, and a conv net gains nothing from its fusions.
+        with self.torch.jit.optimized_execution(False):
+            return self.module(*args)
+
+
+class CompiledRuntime(TorchRuntime):
+    """A ``torch.export`` program (``model.pt2``) compiled at load by ``torch.compile`` (inductor,
+    dynamic batch). On a GPU it runs in FP16 and channels-last; the inductor cache lives in the
+    config's ``inductor_cache_dir`` (default: ``inductor-cache`` beside the model file), so the
+    compile that ``convert.sh`` ran on this host makes every later load a warm start. The compiled
+    kernels belong to one torch version and one GPU type: build on the serving host."""
+
+    def load_module(self, path: Path, parameters: Mapping[str, str]):
+        import locale
+        import os
+
+        # The backend stub embeds Python under the C locale, where open() reads ASCII; inductor reads
+        # its UTF-8 code templates with the default encoding.
+        locale.setlocale(locale.LC_CTYPE, "C.UTF-8")
+        torch = self.torch
+        cache = Path(parameters.get("inductor_cache_dir") or path.parent / "inductor-cache")
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache)  # one model per backend process
+        module = torch.export.load(str(path)).module().to(self.device)
+        self.gpu = self.device.startswith("cuda")
+        if self.gpu:
+            module = module.half().to(memory_format=torch.channels_last)
+        return torch.compile(module, dynamic=True, mode=parameters.get("compile_mode") or None)
+
+    def call(self, args: list):
+        torch = self.torch
+        if self.gpu:
+            args = [a.half().contiguous(memory_format=torch.channels_last) if a.is_floating_point() and a.ndim == 4
+                    else a.half() if a.is_floating_point() else a for a in args]
+        result = self.module(*args)
+        if self.gpu:
+            result = [r.float() if r.is_floating_point() else r for r in
+                      (result if isinstance(result, (tuple, list)) else [result])]
+        return result
 
 
 def _cudart():
@@ -220,7 +279,8 @@ class TensorRTRuntime(Runtime):
 
 
 RUNTIMES: dict[str, type[Runtime]] = {"onnxruntime": OnnxRuntime, "tensorflow": TensorFlowRuntime,
-                                      "pytorch": TorchScriptRuntime, "tensorrt": TensorRTRuntime}
+                                      "pytorch": TorchScriptRuntime, "torch_compile": CompiledRuntime,
+                                      "tensorrt": TensorRTRuntime}
 
 
 def backend_of(config: ModelConfig) -> str:

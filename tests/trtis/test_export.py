@@ -39,7 +39,7 @@ def test_each_cpu_format_is_built_checked_and_configured(fmt):
                              name="classifier", max_batch_size=4, calibration=CALIBRATION)
     assert exported.device == "cpu" and exported.format in export.FORMATS
     config = exported.model.config
-    assert config.platform == export.FORMATS[exported.format].platform
+    assert {"platform": config.platform} == export.FORMATS[exported.format].serves
     assert [list(t.dims) for t in config.input] == [[3, 16, 16]] and [list(t.dims) for t in config.output] == [[4], [4]]
     assert not config.model_warmup, "CPU models are not warmed up"
     stages = {row.stage for row in exported.comparisons}
@@ -50,6 +50,29 @@ def test_each_cpu_format_is_built_checked_and_configured(fmt):
         assert "classifier: ONNX vs INT8 ONNX (cpu form)" in stages
     if fmt == "auto":
         assert any(note.startswith("auto: ") for note in exported.notes)
+
+
+def test_the_compiled_format_is_compiled_checked_and_served_with_its_inductor_cache(tmp_path):
+    """On the CPU the compiled format runs FP32 through inductor's C++ code generation; on a GPU the
+    same path runs FP16 and channels-last (measured on the device, see docs/performance)."""
+    module = Classifier().eval()
+    exported = export.export(module, [images(2)], ["image"], ["logits", "probabilities"], "compiled",
+                             name="classifier-compiled", max_batch_size=4, cache_dir=tmp_path / "cache")
+    assert exported.model.config.backend == "torch_compile" and "classifier-compiled: PyTorch vs compiled" in {
+        row.stage for row in exported.comparisons}
+    assert any((tmp_path / "cache").rglob("*")), "the check filled the inductor cache that ships with the model"
+    repository.write_repository(tmp_path / "repo", [exported.model])
+    assert (tmp_path / "repo" / "classifier-compiled" / "1" / "inductor-cache").is_dir()
+    import tritonclient.grpc as grpcclient
+
+    batch = images(3, seed=5)
+    with torch.inference_mode():
+        expected = module(batch)[1].numpy()
+    with serve(tmp_path / "repo") as server:
+        tensor = grpcclient.InferInput("image", list(batch.shape), "FP32")
+        tensor.set_data_from_numpy(batch.numpy())
+        served = grpcclient.InferenceServerClient(server.grpc_url).infer("classifier-compiled", [tensor])
+    np.testing.assert_allclose(served.as_numpy("probabilities"), expected, atol=1e-5)
 
 
 def test_a_step_over_its_tolerance_fails_naming_it():

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -67,6 +68,7 @@ class ExportOptions:
     calibration_method: str = "minmax"
     int8_form: str = "cpu"
     cache_dir: Path | None = None
+    half: bool = True  # GPU formats run in FP16 (checked with ``compare_reduced``); False keeps FP32
 
 
 @dataclass(frozen=True)
@@ -74,10 +76,10 @@ class Format:
     """One network format: what serves it, where it runs, how it is built and checked."""
 
     name: str
-    platform: str
+    serves: dict[str, str]  # the config's {"platform": ...} or {"backend": ...}
     devices: tuple[str, ...]  # "cpu", "gpu": where it may run
     summary: str
-    build: Callable[[_Job], bytes]
+    build: Callable[[_Job], bytes | tuple[bytes, dict[str, Path]]]  # the model file (and extra files)
     unavailable: Callable[[], str | None] = lambda: None  # why it cannot be built here, or None
     calibrated: bool = False  # needs ``calibration``
 
@@ -181,12 +183,39 @@ def _build_onnx_int8(job: _Job) -> bytes:
 
 def _build_torchscript(job: _Job) -> bytes:
     device = "cuda" if FORMATS["torchscript"].device(job.options.gpus) == "gpu" else "cpu"
-    with _step(job.options.name, f"PyTorch -> TorchScript ({'FP16 on CUDA' if device == 'cuda' else 'FP32'})"):
-        data = torchscript.export(job.module, job.examples, device, half=device == "cuda")
+    half = device == "cuda" and job.options.half
+    with _step(job.options.name, f"PyTorch -> TorchScript ({'FP16 on CUDA' if half else 'FP32 on ' + device})"):
+        data = torchscript.export(job.module, job.examples, device, half=half)
     traced = _named(job.output_names, torchscript.run(data, job.examples, device))
-    job.check(f"PyTorch vs TorchScript{' FP16' if device == 'cuda' else ''}", job.reference, traced,
-              reduced=device == "cuda")
+    job.check(f"PyTorch vs TorchScript{' FP16' if half else ''}", job.reference, traced, reduced=half)
     return data
+
+
+def _build_compiled(job: _Job) -> tuple[bytes, dict[str, Path]]:
+    """``torch.export`` with a dynamic batch axis; the check compiles it with the runtime the server
+    uses, on this host, and ships the inductor cache beside the model so the server starts warm."""
+    options = job.options
+    gpu = FORMATS["compiled"].device(options.gpus) == "gpu"
+    examples = tuple(t.repeat(2, *[1] * (t.ndim - 1)) if t.shape[0] == 1 else t for t in job.examples)
+    batch = torch.export.Dim("batch", min=1, max=max(2, options.max_batch_size))
+    with _step(options.name, "PyTorch -> torch.export program (dynamic batch)"):
+        program = torch.export.export(job.module, examples, dynamic_shapes=[{0: batch} for _ in examples])
+    cache = Path(options.cache_dir or tempfile.mkdtemp(prefix="trtis-export-")) / "inductor" / options.name
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "model.pt2"
+        torch.export.save(program, path)
+        device = f"cuda:{options.gpus[0] if options.gpus else 0}" if gpu else "cpu"
+        with _step(options.name, f"torch.compile on {device}{' (FP16, channels-last)' if gpu else ''}"):
+            from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir
+
+            from trtis.runtimes import CompiledRuntime
+
+            with temporary_cache_dir(str(cache)):
+                runtime = CompiledRuntime(options.name, path, device, {"inductor_cache_dir": str(cache)},
+                                          {n: job.feeds[n].dtype for n in job.input_names}, job.output_names)
+                compiled = runtime.run(job.feeds)
+        job.check(f"PyTorch vs compiled{' FP16' if gpu else ''}", job.reference, compiled, reduced=gpu)
+        return path.read_bytes(), {"1/inductor-cache": cache}
 
 
 def _build_tensorrt(job: _Job) -> bytes:
@@ -201,13 +230,15 @@ def _build_tensorrt(job: _Job) -> bytes:
 
 
 FORMATS: dict[str, Format] = {f.name: f for f in (
-    Format("onnx", "onnxruntime_onnx", ("cpu",), "FP32 ONNX, simplified (ONNX Runtime)", _build_onnx),
-    Format("onnx-int8", "onnxruntime_onnx", ("cpu",), "calibrated INT8 QDQ ONNX (ONNX Runtime)", _build_onnx_int8,
-           calibrated=True),
-    Format("torchscript", "pytorch_libtorch", ("cpu", "gpu"), "TorchScript: FP16 on a CUDA GPU, else FP32",
-           _build_torchscript),
-    Format("tensorrt", "tensorrt_plan", ("gpu",), "TensorRT plan built from the INT8 QDQ model", _build_tensorrt,
-           unavailable=tensorrt.available, calibrated=True),
+    Format("onnx", {"platform": "onnxruntime_onnx"}, ("cpu",), "FP32 ONNX, simplified (ONNX Runtime)", _build_onnx),
+    Format("onnx-int8", {"platform": "onnxruntime_onnx"}, ("cpu",), "calibrated INT8 QDQ ONNX (ONNX Runtime)",
+           _build_onnx_int8, calibrated=True),
+    Format("torchscript", {"platform": "pytorch_libtorch"}, ("cpu", "gpu"), "TorchScript: FP16 on a CUDA GPU, "
+           "else FP32", _build_torchscript),
+    Format("compiled", {"backend": "torch_compile"}, ("cpu", "gpu"), "torch.export program compiled by "
+           "torch.compile at load (FP16, channels-last on a GPU; inductor cache shipped beside it)", _build_compiled),
+    Format("tensorrt", {"platform": "tensorrt_plan"}, ("gpu",), "TensorRT plan built from the INT8 QDQ model",
+           _build_tensorrt, unavailable=tensorrt.available, calibrated=True),
 )}
 CHOICES = ("auto", *FORMATS)
 
@@ -249,11 +280,15 @@ def validate(format: str, options: ExportOptions, input_names: Sequence[str], ex
 
 
 def _choose(job: _Job) -> str:
-    """``auto``: TensorRT where it can be built; else the faster ONNX form, measured on this CPU."""
+    """``auto``: TensorRT where it can be built; the compiled network on a GPU without it; else the
+    faster ONNX form, measured on this CPU."""
     reason = tensorrt.available()
     if reason is None:
         job.notes.append("auto: tensorrt (TensorRT and a GPU are present; INT8 from the QDQ model)")
         return "tensorrt"
+    if torch.cuda.is_available():
+        job.notes.append(f"auto: compiled (a CUDA GPU without TensorRT: {reason})")
+        return "compiled"
     if job.options.calibration is None:
         job.notes.append(f"auto: onnx (TensorRT unusable: {reason}; no calibration data for INT8)")
         return "onnx"
@@ -287,7 +322,8 @@ def export(module: torch.nn.Module, example_inputs: Sequence[torch.Tensor], inpu
     job = _Job(module, example_inputs, input_names, output_names, settings)
     chosen = _choose(job) if format == "auto" else format
     entry = FORMATS[chosen]
-    artefact = entry.build(job)
+    built = entry.build(job)
+    artefact, files = built if isinstance(built, tuple) else (built, {})
     verify.require(job.comparisons)
     device = entry.device(settings.gpus)
     batched = settings.max_batch_size > 0
@@ -295,7 +331,8 @@ def export(module: torch.nn.Module, example_inputs: Sequence[torch.Tensor], inpu
         max_batch_size=settings.max_batch_size, dynamic_batching=settings.dynamic_batching,
         inputs=settings.inputs or _tensors(input_names, job.feeds, settings.dynamic_axes, batched),
         outputs=settings.outputs or _tensors(output_names, job.reference, settings.dynamic_axes, batched),
-        parameters=settings.parameters)
+        parameters={**({"FORCE_CPU_ONLY_INPUT_TENSORS": "no"} if device == "gpu" else {}),
+                    **(settings.parameters or {})})
     if device == "gpu":
         # The first run of each batch size in each instance's process is slow on a GPU (kernels load,
         # cuDNN chooses algorithms): the server runs the small ones before it reports ready. Not all of
@@ -304,8 +341,8 @@ def export(module: torch.nn.Module, example_inputs: Sequence[torch.Tensor], inpu
         instances = config.Instances(settings.instances, kind="gpu", gpus=tuple(settings.gpus))
     else:
         instances = config.Instances(settings.instances)
-    model_config = config.model_config(settings.name, platform=entry.platform, instances=[instances], **common)
+    model_config = config.model_config(settings.name, **entry.serves, instances=[instances], **common)
     for note in job.notes:
         log.info("%s: %s", settings.name, note)
-    return Exported(repository.Model(model_config, artefact, files=dict(settings.files)), job.comparisons, chosen,
-                    device, job.notes)
+    return Exported(repository.Model(model_config, artefact, files={**files, **settings.files}), job.comparisons,
+                    chosen, device, job.notes)

@@ -5,6 +5,11 @@ the model batches and their shapes allow, splits the outputs back per request, c
 against the config, and, when a batch fails, reruns its requests one by one so that only the
 bad request gets an error and the others still succeed. On the CPU, a model's instances share the
 cores unless the config's ``intra_op_thread_count`` says otherwise.
+
+Tensors travel as numpy arrays on the CPU path and as torch CUDA tensors on the GPU path: an input
+Triton hands over in GPU memory (a model whose config says ``FORCE_CPU_ONLY_INPUT_TENSORS: no``)
+arrives through DLPack without a copy, and a CUDA output leaves the same way, so a GPU pipeline
+never round-trips through host memory. Batching, splitting and the checks are the same on both.
 """
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -19,7 +25,56 @@ import triton_python_backend_utils as pb_utils
 from trtis.config import ModelConfig
 from trtis.runtimes import Runtime, model_file
 
-Feed = dict[str, np.ndarray]
+Feed = dict[str, Any]  # numpy arrays, or torch tensors on the GPU path
+
+
+def _is_array(value: Any) -> bool:
+    """Whether ``value`` is host data (numpy), not a torch tensor."""
+    return not type(value).__module__.startswith("torch")
+
+
+def _concatenate(values: list) -> Any:
+    if all(_is_array(v) for v in values):
+        return np.concatenate(values)
+    import torch
+
+    device = next(v.device for v in values if not _is_array(v))
+    return torch.cat([torch.from_numpy(v).to(device) if _is_array(v) else v for v in values])
+
+
+def _split(value: Any, sizes: list[int]) -> list:
+    if _is_array(value):
+        return np.split(value, np.cumsum(sizes)[:-1])
+    return list(value.split(sizes))
+
+
+def _as_dtype(value: Any, dtype: np.dtype) -> Any:
+    """``value`` as the config's data type; a torch tensor stays where it is."""
+    if _is_array(value):
+        value = np.asarray(value)
+        return value if value.dtype == dtype else value.astype(dtype)
+    import torch
+
+    wanted = torch.from_numpy(np.empty(0, dtype)).dtype
+    return value if value.dtype == wanted else value.to(wanted)
+
+
+def _input(tensor) -> Any:
+    if tensor.is_cpu():
+        return tensor.as_numpy()
+    from torch.utils.dlpack import from_dlpack
+
+    return from_dlpack(tensor.to_dlpack())
+
+
+def _output(name: str, value: Any):
+    if _is_array(value):
+        return pb_utils.Tensor(name, value)
+    if value.is_cuda:
+        from torch.utils.dlpack import to_dlpack
+
+        return pb_utils.Tensor.from_dlpack(name, to_dlpack(value.contiguous()))
+    return pb_utils.Tensor(name, value.numpy())
 
 
 class BatchedModel:
@@ -28,7 +83,7 @@ class BatchedModel:
 
     runtime: type[Runtime]
 
-    def run(self, feed: Feed) -> Mapping[str, np.ndarray]:
+    def run(self, feed: Feed) -> Mapping[str, Any]:
         return self.model.run(feed)
 
     def finalize(self) -> None:
@@ -56,7 +111,8 @@ class BatchedModel:
             # every core slowed two instances on two cores twentyfold.
             instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1
             parameters["intra_op_thread_count"] = str(max(1, (os.cpu_count() or 1) // instances))
-        self.model = self.runtime(self.name, path, device, parameters, self.inputs, list(self.outputs))
+        self.model = self.runtime(self.name, path, device, parameters, self.inputs, list(self.outputs),
+                                  keep_on_device=True)
 
     def execute(self, requests: list) -> list:
         feeds = [self._feed(request) for request in requests]
@@ -75,7 +131,7 @@ class BatchedModel:
 
     def _feed(self, request) -> Feed:
         tensors = {name: pb_utils.get_input_tensor_by_name(request, name) for name in self.inputs}
-        return {name: tensor.as_numpy() for name, tensor in tensors.items() if tensor is not None}
+        return {name: _input(tensor) for name, tensor in tensors.items() if tensor is not None}
 
     def _run_together(self, feeds: list[Feed]) -> list[Feed]:
         for feed in feeds:
@@ -86,20 +142,18 @@ class BatchedModel:
         if not (self.batching and same_shapes and len(feeds) > 1):
             return [self._checked(self.run(feed), feed) for feed in feeds]
         sizes = [len(next(iter(feed.values()))) for feed in feeds]
-        batch = {name: np.concatenate([feed[name] for feed in feeds]) for name in self.inputs}
+        batch = {name: _concatenate([feed[name] for feed in feeds]) for name in self.inputs}
         outputs = self._checked(self.run(batch), batch)
-        splits = np.cumsum(sizes)[:-1]
-        parts = {name: np.split(value, splits) for name, value in outputs.items()}
+        parts = {name: _split(value, sizes) for name, value in outputs.items()}
         return [{name: parts[name][i] for name in parts} for i in range(len(feeds))]
 
-    def _checked(self, outputs: Mapping[str, np.ndarray], feed: Feed) -> Feed:
+    def _checked(self, outputs: Mapping[str, Any], feed: Feed) -> Feed:
         batch = len(next(iter(feed.values()))) if self.batching else None
         checked = {}
         for name, dtype in self.outputs.items():
             if name not in outputs:
                 raise RuntimeError(f"model {self.name!r} produced no output {name!r}")
-            value = np.asarray(outputs[name])
-            value = value if value.dtype == dtype else value.astype(dtype)
+            value = _as_dtype(outputs[name], dtype)
             shape = list(value.shape[1:] if self.batching else value.shape)
             expected = self.output_dims[name]
             if batch is not None and (value.ndim == 0 or len(value) != batch):
@@ -111,8 +165,11 @@ class BatchedModel:
         return checked
 
     def _response(self, outputs: Feed):
-        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(k, v) for k, v in outputs.items()])
+        return pb_utils.InferenceResponse(output_tensors=[_output(k, v) for k, v in outputs.items()])
 
     def _error(self, error: Exception):
         text = " ".join(f"{type(error).__name__}: {error}".split())
-        return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(text[:1000]))
+        # The runtimes raise ValueError for what the request got wrong (an undecodable image, a
+        # non-number): a client error, INVALID_ARGUMENT over gRPC and 400 over HTTP.
+        code = pb_utils.TritonError.INVALID_ARG if isinstance(error, ValueError) else pb_utils.TritonError.INTERNAL
+        return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(text[:1000], code))
