@@ -1,16 +1,17 @@
 """Triton Python model: the preprocess stage in OpenCV (``convert.sh --preprocess-format python``).
 
-For Triton images without the TensorFlow backend (25.03 and newer); needs numpy and
+For Triton images without the TensorFlow backend (25.03 and newer); needs numpy, Pillow and
 opencv-python-headless in the server's Python. ``letterbox.py`` is copied beside this file.
-Each request's images are preprocessed one by one; an image that cannot be decoded fails its
-request only.
+Each request's images are preprocessed one by one, each refused from its header when it has more
+pixels than the config's ``max_pixels`` parameter says; an image that cannot be decoded fails its
+request only, as a client error (INVALID_ARGUMENT, HTTP 400).
 """
 import json
 import os
 
 import cv2
 import triton_python_backend_utils as pb_utils
-from letterbox import preprocess_batch
+from letterbox import MAX_PIXELS, preprocess_batch
 
 OUTPUTS = ("image", "meta_affine", "meta_size")
 
@@ -18,7 +19,9 @@ OUTPUTS = ("image", "meta_affine", "meta_size")
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
-        self.size = int(config["parameters"]["input_size"]["string_value"])
+        parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+        self.size = int(parameters["input_size"])
+        self.max_pixels = int(parameters.get("max_pixels", MAX_PIXELS))
         # Instances run side by side: share the cores between them rather than oversubscribe.
         instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1
         cv2.setNumThreads(max(1, (os.cpu_count() or 1) // instances))
@@ -28,9 +31,11 @@ class TritonPythonModel:
         for request in requests:
             raw = pb_utils.get_input_tensor_by_name(request, "raw_image").as_numpy()
             try:
-                columns = preprocess_batch((bytes(encoded) for encoded in raw.reshape(-1)), self.size)
+                columns = preprocess_batch((bytes(encoded) for encoded in raw.reshape(-1)), self.size,
+                                           max_pixels=self.max_pixels)
             except ValueError as error:
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"detection-preprocess: {error}")))
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(
+                    f"detection-preprocess: {error}", pb_utils.TritonError.INVALID_ARG)))
                 continue
             responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(n, c) for n, c in zip(OUTPUTS, columns)]))
         return responses
