@@ -5,12 +5,13 @@
 - ``statistics``, ``gpu_metrics``: Triton's per-model statistics; GPU figures from its metrics endpoint
 - ``in_process``, ``baselines``: the repository's models run in process through ``trtis.runtimes``,
   a model alone per batch size, and a naive Flask server
-- ``benchmark``, ``report``: the whole measurement and its JSON/Markdown/PNG report
+- ``measurement``, ``report``: the whole measurement and its JSON/Markdown/PNG report
 - ``tune``: the sweep of instance counts, max batch and queue delay, and the choice over levels
 - ``cli``: ``python -m trtis.bench`` and the options the example's bench.sh/tune.sh share
 """
-from trtis.bench.benchmark import benchmark
+from trtis.bench.measurement import benchmark
 from trtis.bench.in_process import InProcessModel
-from trtis.bench.inputs import file_requests, model_inputs, random_requests, requests_for
+from trtis.bench.inputs import file_requests, files_under, model_inputs, random_requests, requests_for
 
-__all__ = ["InProcessModel", "benchmark", "file_requests", "model_inputs", "random_requests", "requests_for"]
+__all__ = ["InProcessModel", "benchmark", "file_requests", "files_under", "model_inputs", "random_requests",
+           "requests_for"]

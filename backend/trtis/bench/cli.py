@@ -15,7 +15,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from trtis import repository
-from trtis.bench import benchmark, report, tune
+from trtis.bench import report, tune
+from trtis.bench.measurement import benchmark, this_machine
 from trtis.bench.baselines import in_process_limit
 from trtis.bench.in_process import InProcessModel, StepFunction
 from trtis.bench.inputs import Request, files_under, inputs_of, model_inputs, requests_for
@@ -56,7 +57,7 @@ def measurement_arguments(parser: argparse.ArgumentParser, *, concurrency: Seque
                         help=f"report folder (default: {output}; the shipped docs/performance changes only "
                              "when pointed there)")
     parser.add_argument("--name", default=name, help="report file names: NAME.json, NAME.md (and NAME.png)")
-    parser.add_argument("--device", default=benchmark.this_machine(), help="how the report names this machine")
+    parser.add_argument("--device", default=this_machine(), help="how the report names this machine")
 
 
 def bench_arguments(parser: argparse.ArgumentParser, *, output: Path, name: str,
@@ -87,7 +88,7 @@ def run_bench(args: argparse.Namespace, model: str, requests: Sequence[Request],
               "or --no-baselines", file=sys.stderr)
         return 2
     try:
-        found = benchmark.benchmark(
+        found = benchmark(
             args.url, model, requests, args.concurrency, seconds=args.seconds, warmup=args.warmup,
             clients=args.clients, metrics_url=args.metrics_url or metrics_url_of(args.url),
             repository=args.model_repository if measure_baselines else None, overrides=overrides, alone=alone,
@@ -104,12 +105,17 @@ def run_bench(args: argparse.Namespace, model: str, requests: Sequence[Request],
 
 
 def tune_arguments(parser: argparse.ArgumentParser, *, output: Path, name: str,
-                   repository_path: Path = Path("model_repository")) -> None:
-    """The sweep's options (tune.sh's and ``python -m trtis.bench tune``'s), besides the instance counts."""
-    parser.add_argument("--max-batch-size", type=int, nargs="+", default=[None],
-                        help="max batch sizes to try (default: as configured)")
-    parser.add_argument("--max-queue-delay-us", type=int, nargs="+", default=[None],
-                        help="dynamic-batching queue delays to try (default: as configured)")
+                   repository_path: Path = Path("model_repository"), max_batch_sizes: Sequence[int] = (),
+                   max_queue_delays_us: Sequence[int] = ()) -> None:
+    """The sweep's options (tune.sh's and ``python -m trtis.bench tune``'s), besides the instance counts.
+    Without values to try, the max batch size and the queue delay stay as configured."""
+    parser.add_argument("--max-batch-size", type=int, nargs="+", default=list(max_batch_sizes),
+                        help="max batch sizes to try" + (f" (default: {' '.join(map(str, max_batch_sizes))})"
+                                                         if max_batch_sizes else " (default: as configured)"))
+    parser.add_argument("--max-queue-delay-us", type=int, nargs="+", default=list(max_queue_delays_us),
+                        help="dynamic-batching queue delays to try" + (
+                            f" (default: {' '.join(map(str, max_queue_delays_us))})" if max_queue_delays_us
+                            else " (default: as configured)"))
     measurement_arguments(parser, concurrency=[1, 2, 4, 8], seconds=15, repository_path=repository_path,
                           output=output, name=name)
     parser.add_argument("--in-process", action=argparse.BooleanOptionalAction, default=True,
@@ -125,7 +131,7 @@ def run_tune(args: argparse.Namespace, model: str, instances: Mapping[str, Seque
     root = args.model_repository.resolve()
     configs = repository.read_configs(root)
     try:
-        settings = tune.grid(instances, args.max_batch_size, args.max_queue_delay_us)
+        settings = tune.grid(instances, args.max_batch_size or [None], args.max_queue_delay_us or [None])
         in_process = None
         if args.in_process:
             with InProcessModel(root, model, overrides) as runner:
