@@ -56,6 +56,7 @@ class Options:
     warmup_max_batch: int = 4
     network_format: str = "onnx"
     preprocess_format: str = "tensorflow"
+    max_pixels: int = pipeline.MAX_PIXELS
     check_images: tuple[Path, ...] = ()
     calibration_images: int = 64
     calibration_dir: Path | None = None
@@ -84,15 +85,27 @@ def preprocess_stage(options: Options, images: list[bytes], rows: list) -> repos
     common = dict(max_batch_size=batching, inputs=[config.Tensor(pipeline.RAW_IMAGE, np.object_, [1])],
                   outputs=outputs, instances=[config.Instances(options.preprocess_instances)],
                   dynamic_batching=config.DynamicBatching(max_queue_delay_us=1000))
+    names = [pipeline.IMAGE, pipeline.META_AFFINE, pipeline.META_SIZE]
+    parameters = {"input_size": size, "max_pixels": options.max_pixels}
     if options.preprocess_format == "python":
-        model = config.model_config(pipeline.PREPROCESS, backend="python",
-                                    parameters={"input_size": size}, **common)
+        model = config.model_config(pipeline.PREPROCESS, backend="python", parameters=parameters, **common)
         return repository.Model(model, HERE / "opencv_preprocess_model.py", files={"1/letterbox.py": HERE / "letterbox.py"})
+    if options.preprocess_format == "gpu":
+        from detection import gpu_preprocess
+
+        for data in images:
+            _, image, meta_affine, meta_size = gpu_preprocess.preprocess([data], size, "cuda", options.max_pixels)
+            rows += verify.compare("preprocess: GPU vs OpenCV", dict(zip(names, letterbox.preprocess(data, size))),
+                                   dict(zip(names, (image[0].cpu().numpy(), meta_affine[0], meta_size[0]))),
+                                   PREPROCESS_TOLERANCE)
+        common["instances"] = [config.Instances(options.preprocess_instances, kind="gpu", gpus=options.gpus)]
+        model = config.model_config(pipeline.PREPROCESS, backend="python", parameters=parameters, **common)
+        return repository.Model(model, HERE / "gpu_preprocess_model.py", files={
+            "1/letterbox.py": HERE / "letterbox.py", "1/gpu_preprocess.py": HERE / "gpu_preprocess.py"})
     from trtis.export import tensorflow as trtis_tf
     from detection.preprocess import preprocess_graph
 
-    graph = preprocess_graph(size)
-    names = [pipeline.IMAGE, pipeline.META_AFFINE, pipeline.META_SIZE]
+    graph = preprocess_graph(size, options.max_pixels)
     for data in images:
         served = trtis_tf.run(graph, {pipeline.RAW_IMAGE: np.array([[data]], dtype=object)}, names)
         reference = letterbox.preprocess(data, size)
@@ -132,15 +145,18 @@ def network_stage(options: Options, network: torch.nn.Module, image: np.ndarray)
 
 
 def postprocess_stage(options: Options, heads: tuple[torch.Tensor, ...], meta: tuple[np.ndarray, np.ndarray],
-                      class_names: list[str]) -> export.Exported:
-    """The CenterNet decoder as ONNX, for any heatmap size; ``classes`` carries the label file."""
+                      class_names: list[str], on_gpu: bool = False) -> export.Exported:
+    """The CenterNet decoder, for any heatmap size; ``classes`` carries the label file. Beside a GPU
+    network it runs on the GPU too (TorchScript, FP32), so only the boxes, scores and classes (a few
+    KB) go back to host memory; else it is ONNX on the CPU."""
     names = [*pipeline.HEADS, pipeline.META_AFFINE, pipeline.META_SIZE]
     outputs = [pipeline.BOXES, pipeline.SCORES, pipeline.CLASSES]
     dynamic = {name: {0: "batch"} for name in [*names, *outputs]}
     dynamic.update({head: {0: "batch", 2: "height", 3: "width"} for head in pipeline.HEADS})
     num_classes, out = heads[0].shape[1], options.input_size // pipeline.OUTPUT_STRIDE
     return export.export(
-        CenterNetDecoder(), [*heads, *(torch.from_numpy(m) for m in meta)], names, outputs, "onnx",
+        CenterNetDecoder(), [*heads, *(torch.from_numpy(m) for m in meta)], names, outputs,
+        "torchscript" if on_gpu else "onnx", gpus=options.gpus if on_gpu else (), half=False,
         name=pipeline.POSTPROCESS, max_batch_size=options.max_batch_size, instances=options.postprocess_instances,
         dynamic_axes=dynamic, dynamic_batching=config.DynamicBatching(max_queue_delay_us=1000),
         inputs=[config.Tensor(pipeline.HEADS[0], np.float32, [num_classes, out, out]),
@@ -151,7 +167,7 @@ def postprocess_stage(options: Options, heads: tuple[torch.Tensor, ...], meta: t
         outputs=[config.Tensor(pipeline.BOXES, np.float32, [pipeline.TOP_K, 4]),
                  config.Tensor(pipeline.SCORES, np.float32, [pipeline.TOP_K]),
                  config.Tensor(pipeline.CLASSES, np.int32, [pipeline.TOP_K], label_filename="labels.txt")],
-        parameters={"intra_op_thread_count": 1}, files={"labels.txt": ("\n".join(class_names) + "\n").encode()},
+        parameters={} if on_gpu else {"intra_op_thread_count": 1}, files={"labels.txt": ("\n".join(class_names) + "\n").encode()},
         compare=matching.same_detections)
 
 
@@ -165,9 +181,12 @@ def validate(options: Options) -> None:
     missing = [str(p) for p in options.check_images if not Path(p).is_file()]
     if missing:
         raise FileNotFoundError(f"--check-images: {', '.join(missing)} not found")
+    if options.preprocess_format == "gpu" and not torch.cuda.is_available():
+        raise ValueError("--preprocess-format gpu decodes with nvJPEG on a CUDA GPU, and this machine has none: "
+                         "use tensorflow or python")
     if options.calibration_dir is not None and not Path(options.calibration_dir).is_dir():
         raise FileNotFoundError(f"--calibration-dir {options.calibration_dir} is not a folder")
-    for name in ("preprocess_instances", "network_instances", "postprocess_instances", "max_batch_size"):
+    for name in ("preprocess_instances", "network_instances", "postprocess_instances", "max_batch_size", "max_pixels"):
         if getattr(options, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
     export.validate(options.network_format, export.ExportOptions(
@@ -199,7 +218,8 @@ def convert(options: Options) -> list[verify.Comparison]:
         progress.update()
         progress.set_postfix_str("postprocess")
         heads = reference.network_outputs(image)
-        postprocess = postprocess_stage(options, heads, (meta_affine, meta_size), spec.class_names)
+        postprocess = postprocess_stage(options, heads, (meta_affine, meta_size), spec.class_names,
+                                        on_gpu=network_model.device == "gpu")
         progress.update()
         rows += network_model.comparisons + postprocess.comparisons
         verify.require(rows)
@@ -239,8 +259,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibration-method", default="minmax", choices=sorted(quantize.METHODS))
     parser.add_argument("--int8-form", default="cpu", choices=sorted(quantize.FORMS),
                         help="onnx-int8: cpu (U8S8, fast in ONNX Runtime) or tensorrt (symmetric S8S8 QDQ)")
-    parser.add_argument("--preprocess-format", default="tensorflow", choices=["tensorflow", "python"],
-                        help="tensorflow: frozen GraphDef; python: OpenCV Python model (for images without TF)")
+    parser.add_argument("--preprocess-format", default="tensorflow", choices=["tensorflow", "python", "gpu"],
+                        help="tensorflow: frozen GraphDef; python: OpenCV Python model (for images without TF); "
+                             "gpu: nvJPEG decode and the warp on the GPU (Python model, torch and torchvision)")
+    parser.add_argument("--max-pixels", type=int, default=pipeline.MAX_PIXELS,
+                        help="refuse images with more pixels than this, from their header, before decoding")
     parser.add_argument("--check-images", type=Path, nargs="*", default=(), help="images to verify each stage with")
     parser.add_argument("--verbose", action="store_true", help="log every step")
     args = parser.parse_args(argv)

@@ -1,0 +1,50 @@
+"""Triton Python model: the preprocess stage on the GPU (``convert.sh --preprocess-format gpu``).
+
+``gpu_preprocess.py`` and ``letterbox.py`` are copied beside this file; needs torch, torchvision,
+OpenCV and Pillow in the server's Python. All images of all the requests Triton hands over are
+decoded together (nvJPEG batches them); ``image`` leaves as a CUDA tensor by DLPack, so the network
+receives it without a host copy. An image that cannot be read fails its own request only, as a
+client error (INVALID_ARGUMENT).
+"""
+import json
+
+import torch
+import triton_python_backend_utils as pb_utils
+from gpu_preprocess import preprocess
+from letterbox import MAX_PIXELS
+from torch.utils.dlpack import to_dlpack
+
+OUTPUTS = ("image", "meta_affine", "meta_size")
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+        self.size = int(parameters["input_size"])
+        self.max_pixels = int(parameters.get("max_pixels", MAX_PIXELS))
+        gpu = args.get("model_instance_kind") == "GPU"
+        self.device = torch.device(f"cuda:{args['model_instance_device_id']}" if gpu else "cpu")
+
+    def execute(self, requests):
+        images, owners = [], []
+        for number, request in enumerate(requests):
+            raw = pb_utils.get_input_tensor_by_name(request, "raw_image").as_numpy().reshape(-1)
+            images += [bytes(encoded) for encoded in raw]
+            owners += [number] * len(raw)
+        errors, image, meta_affine, meta_size = preprocess(images, self.size, self.device, self.max_pixels)
+        good = [n for n, error in enumerate(errors) if error is None]
+        rows = {n: row for row, n in enumerate(good)}
+        responses = []
+        for number in range(len(requests)):
+            mine = [n for n, owner in enumerate(owners) if owner == number]
+            failed = [errors[n] for n in mine if errors[n] is not None]
+            if failed:
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(
+                    f"detection-preprocess: {failed[0]}", pb_utils.TritonError.INVALID_ARG)))
+                continue
+            picks = [rows[n] for n in mine]
+            responses.append(pb_utils.InferenceResponse([
+                pb_utils.Tensor.from_dlpack(OUTPUTS[0], to_dlpack(image[picks].contiguous())),
+                pb_utils.Tensor(OUTPUTS[1], meta_affine[picks]), pb_utils.Tensor(OUTPUTS[2], meta_size[picks])]))
+        return responses

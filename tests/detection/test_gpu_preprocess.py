@@ -1,0 +1,107 @@
+"""The GPU preprocess (``--preprocess-format gpu``) against the OpenCV reference, and its Triton model.
+
+Without a GPU these run the same code on the CPU: the warp and normalisation in torch, OpenCV's
+decoder (nvJPEG is the one part that needs the GPU; its figures are in docs/performance).
+"""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from detection import gpu_preprocess, letterbox, pipeline
+from detection.convert import PREPROCESS_TOLERANCE, Options, preprocess_stage
+from test_preprocess import IMAGES, SIZE
+from trtis import config, repository
+from trtis.serving import serve
+
+ROOT = Path(__file__).resolve().parents[2]
+NAMES = [pipeline.IMAGE, pipeline.META_AFFINE, pipeline.META_SIZE]
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.mark.parametrize("kind", sorted(IMAGES))
+def test_the_gpu_preprocess_matches_the_opencv_reference(kind):
+    data = IMAGES[kind]()
+    errors, image, meta_affine, meta_size = gpu_preprocess.preprocess([data], SIZE, DEVICE)
+    assert errors == [None]
+    reference = letterbox.preprocess(data, SIZE)
+    for name, a, b in zip(NAMES, (image[0].cpu().numpy(), meta_affine[0], meta_size[0]), reference):
+        assert a.shape == b.shape and a.dtype == b.dtype, name
+        assert np.abs(a - b).max() <= PREPROCESS_TOLERANCE[name], name
+    assert np.abs(image[0].cpu().numpy() - reference[0]).mean() < 0.01
+
+
+def test_a_bad_image_fails_alone_with_its_reason():
+    bomb = letterbox_bomb()
+    images = [IMAGES["jpeg"](), b"", b"not an image", bomb, IMAGES["png"]()]
+    errors, image, meta_affine, meta_size = gpu_preprocess.preprocess(images, SIZE, DEVICE, max_pixels=10_000_000)
+    assert errors[0] is None and errors[4] is None
+    assert "empty" in str(errors[1]) and "not a valid image" in str(errors[2])
+    assert "over the limit of 10000000 pixels" in str(errors[3])
+    assert image.shape == (2, 3, SIZE, SIZE) and meta_size.tolist() == [[90, 160], [200, 120]]
+
+
+def letterbox_bomb(side: int = 5000) -> bytes:
+    """A PNG whose header declares side x side pixels (a few KB of zlib'd zeros would follow)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b"")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The GPU preprocess model as convert.sh writes it; on a KIND_CPU instance where there is no GPU."""
+    root = tmp_path_factory.mktemp("gpu_preprocess")
+    model = preprocess_stage(Options(root, input_size=SIZE, preprocess_format="gpu", max_pixels=10_000_000), [], [])
+    if not torch.cuda.is_available():
+        del model.config.instance_group[:]
+        model.config.instance_group.add(count=1, kind=config.pb.ModelInstanceGroup.KIND_CPU)
+    repository.write_repository(root, [model])
+    with serve(root) as running:
+        yield grpcclient.InferenceServerClient(running.grpc_url)
+
+
+def test_convert_refuses_the_gpu_preprocess_without_a_gpu_before_any_work(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    run = subprocess.run([str(ROOT / "example" / "detection" / "convert.sh"), "--preprocess-format", "gpu",
+                          "--output", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1 and "--preprocess-format gpu decodes with nvJPEG on a CUDA GPU" in run.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def infer(client, images: list[bytes]):
+    tensor = grpcclient.InferInput(pipeline.RAW_IMAGE, [len(images), 1], "BYTES")
+    tensor.set_data_from_numpy(np.array([[data] for data in images], dtype=object))
+    result = client.infer(pipeline.PREPROCESS, [tensor])
+    return [result.as_numpy(name) for name in NAMES]
+
+
+def test_the_served_model_answers_as_the_reference(server):
+    images = [IMAGES["jpeg"](), IMAGES["grayscale png"](), IMAGES["tiny"]()]
+    image, meta_affine, meta_size = infer(server, images)
+    for index, data in enumerate(images):
+        reference = letterbox.preprocess(data, SIZE)
+        assert np.abs(image[index] - reference[0]).max() <= PREPROCESS_TOLERANCE[pipeline.IMAGE]
+        np.testing.assert_allclose(meta_affine[index], reference[1], atol=1e-4)
+        assert meta_size[index].tolist() == reference[2].tolist()
+
+
+@pytest.mark.parametrize("data, message", [(b"", "empty"), (b"not an image", "not a valid image"),
+                                           (letterbox_bomb(), "over the limit of 10000000 pixels")])
+def test_the_served_model_refuses_a_bad_image_as_a_client_error_and_keeps_serving(server, data, message):
+    with pytest.raises(InferenceServerException) as error:
+        infer(server, [data])
+    assert message in error.value.message() and "INVALID_ARG" in str(error.value.status())
+    assert infer(server, [IMAGES["png"]()])[2].tolist() == [[200, 120]]
