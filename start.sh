@@ -6,4 +6,4 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 python="$here/.venv/bin/python"
 [ -x "$python" ] || { echo "start.sh: $python not found: run ./install.sh first" >&2; exit 1; }
 TRTIS_MODEL_REPOSITORY="$here/model_repository" TRTIS_STATE_DIR="$here/.triton" \
-  exec "$python" -m trtis.serving.launcher "$@"
+  exec "$python" -m trtis.serving "$@"

@@ -1,17 +1,43 @@
 """The Docker form of the server: the official Triton image on the GPUs, as the tutorial ran it.
 
-The image tag must still carry every backend the repository needs: the native TensorFlow
-backend left the images after 25.02, so that is the default.
+The image must carry every backend the repository needs, and should carry the security fixes:
+the native TensorFlow backend left the images after 25.02, which is older than the fixes of
+CVE-2025-23319/23320/23334 (25.07) and of NVIDIA's bulletin 5828 (26.04). So a repository with a
+TensorFlow graph gets 25.02, with a warning, and any other the patched image (``image_for``). The
+server runs under the project's supervisor with the same API locks as the embedded server.
 """
 from __future__ import annotations
 
 import json
 import shutil
 import subprocess
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-DEFAULT_IMAGE = "nvcr.io/nvidia/tritonserver:25.02-py3"
+from trtis.serving.security import Security
+
+PATCHED_IMAGE = "nvcr.io/nvidia/tritonserver:26.04-py3"
+TENSORFLOW_IMAGE = "nvcr.io/nvidia/tritonserver:25.02-py3"
+# The image convert.sh's default repository (a TensorFlow preprocess graph) needs.
+DEFAULT_IMAGE = TENSORFLOW_IMAGE
+TENSORFLOW_PLATFORMS = {"tensorflow_graphdef", "tensorflow_savedmodel"}
 CONTAINER = "trtis-tritonserver"
+PACKAGE = Path(__file__).resolve().parents[1]  # backend/trtis: the supervisor runs from it in the container
+STATE_FILE = "/tmp/trtis-server.json"
+TLS_DIR = PurePosixPath("/run/trtis/tls")
+READY_URL = "http://127.0.0.1:8000/v2/health/ready"
+
+
+def image_for(repository: Path) -> tuple[str, str | None]:
+    """The image to run ``repository`` with, and a warning when it is not the patched one."""
+    from trtis.repository import read_configs
+
+    tensorflow = sorted(name for name, config in read_configs(Path(repository)).items()
+                        if config.platform in TENSORFLOW_PLATFORMS or config.backend == "tensorflow")
+    if not tensorflow:
+        return PATCHED_IMAGE, None
+    return TENSORFLOW_IMAGE, (f"{', '.join(tensorflow)} need(s) the TensorFlow backend, last shipped in {TENSORFLOW_IMAGE}, "
+                              "which lacks the Triton security fixes of 25.07 and 26.04 (docs/security.md); convert with "
+                              "--preprocess-format python to serve from the patched image")
 
 
 def _docker(*args: str) -> subprocess.CompletedProcess:
@@ -33,18 +59,36 @@ def unavailable_reason(image: str = DEFAULT_IMAGE) -> str | None:
 
 
 def command(repository: Path, host: str, http_port: int, grpc_port: int, metrics_port: int,
-            image: str = DEFAULT_IMAGE, gpus: str = "all", shm_size: str = "1g") -> list[str]:
-    """The tutorial's ``docker run``: GPUs, shared memory, memlock and stack limits, the
-    repository at /models, the server's 8000-8002 published on the tutorial's ports."""
+            image: str = DEFAULT_IMAGE, gpus: str = "all", shm_size: str = "1g", *,
+            security: Security = Security(), shm_prefix: str = "trtis_") -> list[str]:
+    """The tutorial's ``docker run`` (GPUs, shared memory, memlock and stack limits, the repository
+    at /models, 8000-8002 published on the tutorial's ports), with tritonserver under the supervisor."""
+    tls = security.grpc_tls
+    inside = {} if tls is None else {Path(tls.cert): TLS_DIR / "server-cert.pem", Path(tls.key): TLS_DIR / "server-key.pem",
+                                     **({Path(tls.client_ca): TLS_DIR / "client-ca.pem"} if tls.client_ca else {})}
+    mounts = [f"{path.resolve()}:{target}:ro" for path, target in inside.items()]
+    server = ["tritonserver", "--model-repository=/models", "--model-control-mode=none", "--strict-readiness=true",
+              "--exit-on-error=true", f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
+              *security.server_flags(path=lambda p: str(inside[Path(p)]))]
     return [
         "docker", "run", "--detach", "--rm", "--name", CONTAINER,
         f"--gpus={gpus}", f"--shm-size={shm_size}",
         "--ulimit", "memlock=-1", "--ulimit", "stack=67108864",
         "-p", f"{host}:{http_port}:8000", "-p", f"{host}:{grpc_port}:8001", "-p", f"{host}:{metrics_port}:8002",
         "-v", f"{Path(repository).resolve()}:/models:ro",
+        "-v", f"{PACKAGE}:/opt/trtis/trtis:ro", "-e", "PYTHONPATH=/opt/trtis",
+        *(part for mount in mounts for part in ("-v", mount)),
         image,
-        "tritonserver", "--model-repository=/models", "--model-control-mode=none", "--strict-readiness=true",
+        "python3", "-m", "trtis.serving.supervisor", "run", "--state-file", STATE_FILE, "--ready-url", READY_URL,
+        "--shm-prefix", shm_prefix, "--", *server,
     ]
+
+
+def probe(container: str) -> str | None:
+    """The supervisor's health check, run inside the container: why it is unhealthy, or None."""
+    result = _docker("exec", container, "python3", "-m", "trtis.serving.supervisor", "probe",
+                     "--ready-url", READY_URL, "--state-file", STATE_FILE)
+    return None if result.returncode == 0 else (result.stdout + result.stderr).strip()
 
 
 def logs(container: str) -> str:

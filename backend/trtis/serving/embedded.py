@@ -20,6 +20,8 @@ import sys
 import sysconfig
 from pathlib import Path
 
+from trtis.serving.security import Security
+
 log = logging.getLogger(__name__)
 
 PROJECT_BACKENDS = Path(__file__).parent / "backends"
@@ -97,8 +99,11 @@ def assemble(home: Path = DEFAULT_HOME) -> Path:
 
 
 def command(home: Path, repository: Path, host: str, http_port: int, grpc_port: int, metrics_port: int,
-            log_verbose: int = 0) -> list[str]:
-    """The server's command line; model control mode none: clients cannot load or unload."""
+            log_verbose: int = 0, *, shm_prefix: str | None = None, security: Security = Security()) -> list[str]:
+    """The server's command line; model control mode none: clients cannot load or unload.
+
+    ``shm_prefix`` names the Python backend's shared-memory regions, so that the regions and stub
+    processes of this server can be told from any other's; ``security`` adds its API locks and TLS."""
     backends = Path(home) / "backends"
     if not (backends / "python" / "triton_python_backend_stub").exists():
         raise EmbeddedServerError(f"no embedded server assembled in {home}: run ./install.sh")
@@ -115,6 +120,8 @@ def command(home: Path, repository: Path, host: str, http_port: int, grpc_port: 
         f"--grpc-address={host}", f"--grpc-port={grpc_port}",
         f"--metrics-address={host}", f"--metrics-port={metrics_port}",
         f"--log-verbose={log_verbose}",
+        *([f"--backend-config=python,shm-region-prefix-name={shm_prefix}"] if shm_prefix else []),
+        *security.server_flags(),
     ]
 
 

@@ -1,8 +1,11 @@
 """Starting and stopping the Triton server: ``start.sh`` runs this, and Python code uses ``serve``.
 
-It refuses ports already in use, starts the server in the background, waits until
-``/v2/health/ready`` answers (or shows the tail of the log and exits non-zero), and keeps a pid
-file and a log file in the state folder so that ``--stop`` can end it.
+It refuses ports already in use, starts the server in the background under its supervisor (which
+restarts it when a backend process dies, ``trtis.serving.supervisor``), waits until
+``/v2/health/ready`` answers (or shows the tail of the log and exits non-zero), and keeps a state
+file and a log file in the state folder so that ``--stop`` can end it. ``--stop`` signals only the
+processes that file proves are the ones it started (pid, start time, executable), then ends that
+server's backend processes and removes its shared memory; a stale file is reported and removed.
 
     from trtis.serving import serve
     with serve("model_repository") as server:      # free ports, a temporary state folder
@@ -11,8 +14,9 @@ file and a log file in the state folder so that ``--stop`` can end it.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
-import signal
+import secrets
 import socket
 import subprocess
 import sys
@@ -22,15 +26,20 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from trtis.serving import docker, embedded
+from trtis.serving import docker, embedded, process
+from trtis.serving.security import ADMIN_HEADER, GrpcTls, Security, SecurityError, key_file, read_key
 
-PID_FILE = "tritonserver.pid"
+log = logging.getLogger(__name__)
+
+STATE_FILE = "server.json"
+PID_FILE = "tritonserver.pid"  # a bare pid, as earlier launchers and hand-run servers leave it
 CONTAINER_FILE = "tritonserver.container"
 LOG_FILE = "tritonserver.log"
+ADMIN_KEY_FILE = "admin.key"
 
 
 class LaunchError(RuntimeError):
@@ -63,20 +72,11 @@ def free_port(host: str = "127.0.0.1") -> int:
         return probe.getsockname()[1]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is dead for our purpose
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
+def _ready_url(host: str, port: int) -> str:
+    return f"http://{_probe_host(host)}:{port}/v2/health/ready"
 
 
-def _tail(path: Path, lines: int = 40) -> str:
+def _tail(path: Path, lines: int = 60) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
@@ -85,7 +85,7 @@ def _tail(path: Path, lines: int = 40) -> str:
 
 def wait_ready(host: str, port: int, timeout: float, still_running=lambda: True) -> None:
     """Wait until the server's HTTP readiness endpoint answers 200."""
-    url = f"http://{_probe_host(host)}:{port}/v2/health/ready"
+    url = _ready_url(host, port)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not still_running():
@@ -100,86 +100,194 @@ def wait_ready(host: str, port: int, timeout: float, still_running=lambda: True)
     raise LaunchError(f"the server was not ready within {timeout:.0f} s ({url})")
 
 
-def start(mode: str, repository: Path, host: str, ports: Ports, state_dir: Path, timeout: float,
-          image: str = docker.DEFAULT_IMAGE, log_verbose: int = 0, gpus: str = "all") -> str:
-    """Start the server; returns the mode it runs in."""
-    repository = Path(repository)
-    if not repository.is_dir():
-        raise LaunchError(f"model repository {repository} does not exist: run convert.sh first, or pass --model-repository")
-    state_dir.mkdir(parents=True, exist_ok=True)
-    pid_file, container_file, log_file = state_dir / PID_FILE, state_dir / CONTAINER_FILE, state_dir / LOG_FILE
-    if pid_file.exists() and _alive(int(pid_file.read_text())):
-        raise LaunchError(f"a server started from {state_dir} is still running (pid {pid_file.read_text().strip()}): "
-                          f"stop it with ./start.sh --stop --state-dir {state_dir}")
-    busy = [f"{name} {port}" for name, port in vars(ports).items() if _listening(host, port)]
-    if busy:
-        raise LaunchError(f"something already listens on {host} port(s) {', '.join(busy)}: stop it, or choose "
-                          "other ports with --http-port/--grpc-port/--metrics-port")
-    if mode == "auto":
-        reason = docker.unavailable_reason(image)
-        mode = "embedded" if reason else "docker"
-        print(f"Mode auto: {mode}" + (f" ({reason})" if reason else ""))
-    if mode == "docker":
-        reason = docker.unavailable_reason(image)
-        if reason:
-            raise LaunchError(f"Docker mode is not possible here: {reason}; use --mode embedded")
-        result = subprocess.run(docker.command(repository, host, ports.http, ports.grpc, ports.metrics, image,
-                                               gpus if gpus == "all" else f'"device={gpus}"'),
-                                capture_output=True, text=True)
-        if result.returncode != 0:
-            raise LaunchError(f"docker run failed: {result.stderr.strip()}")
-        container_file.write_text(result.stdout.strip())
-        try:
-            wait_ready(host, ports.http, timeout)
-        except LaunchError as error:
-            raise LaunchError(f"{error}\n{docker.logs(result.stdout.strip())}") from error
-        return mode
+# Which processes a state folder's files prove are ours -------------------------------------------
+def _state(state_dir: Path) -> dict | None:
+    # Imported here: ``python -m trtis.serving.supervisor`` imports this package first.
+    from trtis.serving.supervisor import read_state
 
-    server_command = embedded.command(embedded.DEFAULT_HOME, repository, host, ports.http, ports.grpc,
-                                      ports.metrics, log_verbose)
-    with open(log_file, "wb") as log:
-        process = subprocess.Popen(server_command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env=embedded.environment(), start_new_session=True)
-    pid_file.write_text(str(process.pid))
+    return read_state(state_dir / STATE_FILE)
+
+
+def _recorded(state_dir: Path) -> dict[str, process.ProcessId]:
+    """The live supervisor and server the state file records, only where they are provably those
+    (same pid, start time, boot and executable, and the expected program)."""
+    state = _state(state_dir) or {}
+    ours = {}
+    for role, program in (("supervisor", "trtis.serving.supervisor"), ("server", "tritonserver")):
+        recorded = process.ProcessId.from_json(state[role]) if state.get(role) else None
+        if recorded is not None and recorded.alive() and any(program in part for part in process.cmdline(recorded.pid)):
+            ours[role] = recorded
+    return ours
+
+
+def _bare_pid_server(state_dir: Path) -> process.ProcessId | None:
+    """The tritonserver a bare pid file names, when provably that one: the process with that pid runs
+    the tritonserver binary and started before the file was written (a reused pid starts later)."""
+    pid_file = state_dir / PID_FILE
     try:
-        wait_ready(host, ports.http, timeout, still_running=lambda: process.poll() is None)
-    except LaunchError as error:
-        stop(state_dir)
-        raise LaunchError(f"{error}; last lines of {log_file}:\n{_tail(log_file)}") from error
-    return mode
+        pid = int(pid_file.read_text())
+    except (OSError, ValueError):
+        return None
+    found = process.identify(pid)
+    began = process.started_at(pid)
+    if found is None or began is None or Path(found.exe).name != "tritonserver":
+        return None
+    return found if began <= pid_file.stat().st_mtime + 1 else None
+
+
+def _describe(pid_text: str) -> str:
+    try:
+        found = process.identify(int(pid_text))
+    except ValueError:
+        return f"{pid_text!r} is not a pid"
+    if found is None:
+        return f"pid {pid_text} is not running"
+    return f"pid {pid_text} is now another process ({found.exe or 'not ours to inspect'})"
+
+
+def running(state_dir: Path) -> bool:
+    """Whether a server started from ``state_dir`` provably runs."""
+    return bool(_recorded(state_dir)) or _bare_pid_server(state_dir) is not None
 
 
 def stop(state_dir: Path, timeout: float = 30) -> bool:
-    """Stop the server started from ``state_dir``; returns whether one was running."""
-    pid_file, container_file = state_dir / PID_FILE, state_dir / CONTAINER_FILE
+    """Stop the server started from ``state_dir``; returns whether one was running.
+
+    Only processes the state file proves are ours get a signal; then that server's leftover backend
+    processes end and its shared-memory regions go, even when the server itself was killed."""
+    state_dir = Path(state_dir)
+    container_file = state_dir / CONTAINER_FILE
     if container_file.exists():
         docker.stop(container_file.read_text().strip())
         container_file.unlink()
         return True
-    if not pid_file.exists():
-        return False
-    pid = int(pid_file.read_text())
-    running = _alive(pid)
-    if running:
-        os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if _alive(pid):
-            os.killpg(pid, signal.SIGKILL)
-    pid_file.unlink()
-    return running
+    was_running = False
+    state_file = state_dir / STATE_FILE
+    if state_file.exists():
+        state, ours = _state(state_dir) or {}, _recorded(state_dir)
+        was_running = bool(ours)
+        if not ours:
+            pid = str((state.get("supervisor") or {}).get("pid", "?"))
+            log.warning("stale state file %s: the server it records is not running (%s); removed it, "
+                        "signalled nothing", state_file, _describe(pid))
+        # The supervisor stops its server itself; whatever is left after that gets the same treatment.
+        process.end([ours[role] for role in ("supervisor",) if role in ours], grace=timeout)
+        process.end([ours[role] for role in ("server",) if role in ours], grace=timeout)
+        shm_prefix = state.get("shm_prefix")
+        if shm_prefix:
+            stubs, regions = process.end_stubs(shm_prefix), process.remove_shared_memory(shm_prefix)
+            if stubs or regions:
+                log.warning("ended %d orphaned backend process(es) and removed %d shared-memory region(s) "
+                            "left by the server started from %s", stubs, len(regions), state_dir)
+        state_file.unlink(missing_ok=True)
+    pid_file = state_dir / PID_FILE
+    if pid_file.exists():
+        server = _bare_pid_server(state_dir)
+        if server is None:
+            log.warning("stale pid file %s: %s; removed it, signalled nothing", pid_file, _describe(pid_file.read_text().strip()))
+        else:
+            stubs = [p for pid in process.children(server.pid) if (p := process.identify(pid)) is not None
+                     and Path(p.exe).name == process.STUB_NAME]
+            process.end([server], grace=timeout)
+            process.end(stubs, grace=0)
+            was_running = True
+        pid_file.unlink()
+    return was_running
+
+
+def start(mode: str, repository: Path, host: str, ports: Ports, state_dir: Path, timeout: float,
+          image: str | None = None, log_verbose: int = 0, gpus: str = "all", *,
+          security: Security = Security()) -> str:
+    """Start the server; returns the mode it runs in. ``image`` None: ``docker.image_for`` picks it."""
+    repository = Path(repository)
+    if not repository.is_dir():
+        raise LaunchError(f"model repository {repository} does not exist: run convert.sh first, or pass --model-repository")
+    state_dir = Path(state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    if running(state_dir):
+        raise LaunchError(f"a server started from {state_dir} is still running: "
+                          f"stop it with ./start.sh --stop --state-dir {state_dir}")
+    stop(state_dir)  # a stale state: report it, end its orphans
+    busy = [f"{name} {port}" for name, port in vars(ports).items() if _listening(host, port)]
+    if busy:
+        raise LaunchError(f"something already listens on {host} port(s) {', '.join(busy)}: stop it, or choose "
+                          "other ports with --http-port/--grpc-port/--metrics-port")
+    for warning in security.exposure_warnings(host, ports.http, ports.grpc, ports.metrics):
+        log.warning("warning: %s", warning)
+    if mode in ("auto", "docker") and image is None:
+        image, image_warning = docker.image_for(repository)
+        if image_warning:
+            log.warning("warning: %s", image_warning)
+    if mode == "auto":
+        reason = docker.unavailable_reason(image)
+        mode = "embedded" if reason else "docker"
+        print(f"Mode auto: {mode}" + (f" ({reason})" if reason else ""))
+    shm_prefix = f"trtis_{secrets.token_hex(4)}_"
+    if mode == "docker":
+        return _start_docker(repository, host, ports, state_dir, timeout, image, gpus, security, shm_prefix)
+
+    log_file = state_dir / LOG_FILE
+    server_command = embedded.command(embedded.DEFAULT_HOME, repository, host, ports.http, ports.grpc,
+                                      ports.metrics, log_verbose, shm_prefix=shm_prefix, security=security)
+    supervised = [sys.executable, "-m", "trtis.serving.supervisor", "run", "--state-file", str(state_dir / STATE_FILE),
+                  "--ready-url", _ready_url(host, ports.http), "--shm-prefix", shm_prefix,
+                  "--startup-timeout", str(timeout), "--", *server_command]
+    with open(log_file, "wb") as log_output:
+        keeper = subprocess.Popen(supervised, stdout=log_output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                  env=embedded.environment(), start_new_session=True)
+    try:
+        wait_ready(host, ports.http, timeout, still_running=lambda: keeper.poll() is None)
+    except LaunchError as error:
+        stop(state_dir)
+        if keeper.poll() is None:  # it had not yet written its state file
+            keeper.kill()
+        keeper.wait()
+        raise LaunchError(f"{error}; last lines of {log_file}:\n{_tail(log_file)}") from error
+    return mode
+
+
+def _start_docker(repository: Path, host: str, ports: Ports, state_dir: Path, timeout: float, image: str,
+                  gpus: str, security: Security, shm_prefix: str) -> str:
+    reason = docker.unavailable_reason(image)
+    if reason:
+        raise LaunchError(f"Docker mode is not possible here: {reason}; use --mode embedded")
+    result = subprocess.run(docker.command(repository, host, ports.http, ports.grpc, ports.metrics, image,
+                                           gpus if gpus == "all" else f'"device={gpus}"', security=security,
+                                           shm_prefix=shm_prefix),
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise LaunchError(f"docker run failed: {result.stderr.strip()}")
+    (state_dir / CONTAINER_FILE).write_text(result.stdout.strip())
+    try:
+        wait_ready(host, ports.http, timeout)
+    except LaunchError as error:
+        raise LaunchError(f"{error}\n{docker.logs(result.stdout.strip())}") from error
+    return "docker"
+
+
+def health(state_dir: Path, host: str, http_port: int) -> str | None:
+    """Why the server started from ``state_dir`` is unhealthy, or None (``start.sh --health``)."""
+    container_file = Path(state_dir) / CONTAINER_FILE
+    if container_file.exists():
+        return docker.probe(container_file.read_text().strip())
+    if not running(state_dir):
+        return f"no server is running from {state_dir}"
+    from trtis.serving.supervisor import probe
+
+    return probe(_ready_url(host, http_port), Path(state_dir) / STATE_FILE)
 
 
 @dataclass(frozen=True)
 class Server:
-    """A running server, as ``serve`` hands it out: where to reach it and how it was started."""
+    """A running server, as ``serve`` hands it out: where to reach it, how it was started, and the
+    keys its locked APIs need."""
 
     repository: Path
     host: str
     ports: Ports
     state_dir: Path
     mode: str
+    security: Security = field(default_factory=Security)
 
     @property
     def grpc_url(self) -> str:
@@ -197,6 +305,16 @@ class Server:
     def log_file(self) -> Path:
         return self.state_dir / LOG_FILE
 
+    @property
+    def admin_key(self) -> str | None:
+        """The key the admin APIs (statistics, repository, logging, trace, shared memory) need, or None."""
+        return self.security.admin_key
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """Pass as ``headers=`` to tritonclient's admin calls; empty when they are open."""
+        return self.security.admin_headers
+
     def stop(self) -> bool:
         """Stop it now (leaving the ``with`` block does it too); returns whether it was running."""
         return stop(self.state_dir)
@@ -205,23 +323,39 @@ class Server:
 @contextmanager
 def serve(repository: Path | str, *, host: str = "127.0.0.1", ports: Ports | Literal["free"] = "free",
           state_dir: Path | None = None, mode: str = "embedded", timeout: float = 300,
-          log_verbose: int = 0) -> Iterator[Server]:
+          log_verbose: int = 0, restricted: bool = False, inference_key: str | None = None,
+          grpc_tls: GrpcTls | None = None) -> Iterator[Server]:
     """Run a Triton server on ``repository`` for the duration of a ``with`` block.
 
     ``ports="free"`` picks three free ports, so servers can run side by side (tests, tuning
-    sweeps). Without ``state_dir`` the pid and log files go to a temporary folder. Raises
-    ``LaunchError`` with the end of the server's log when it does not become ready.
+    sweeps). Without ``state_dir`` the state and log files go to a temporary folder. The admin APIs
+    are open unless ``restricted`` (then ``Server.admin_headers`` holds the key they need, as
+    ``start.sh`` locks them by default). Raises ``LaunchError`` with the end of the server's log
+    when it does not become ready.
     """
     chosen = Ports(free_port(_probe_host(host)), free_port(_probe_host(host)), free_port(_probe_host(host))) \
         if ports == "free" else ports
     with tempfile.TemporaryDirectory(prefix="trtis-server-") as scratch:
         state = Path(state_dir) if state_dir is not None else Path(scratch)
-        started = start(mode, Path(repository), host, chosen, state, timeout, log_verbose=log_verbose)
-        server = Server(Path(repository), host, chosen, state, started)
+        security = Security(admin_key=key_file(state / ADMIN_KEY_FILE) if restricted else None,
+                            inference_key=inference_key, grpc_tls=grpc_tls)
+        started = start(mode, Path(repository), host, chosen, state, timeout, log_verbose=log_verbose, security=security)
+        server = Server(Path(repository), host, chosen, state, started, security)
         try:
             yield server
         finally:
             server.stop()
+
+
+def _security(args: argparse.Namespace) -> Security:
+    tls = None
+    if args.grpc_tls_cert or args.grpc_tls_key or args.grpc_tls_client_ca:
+        if not (args.grpc_tls_cert and args.grpc_tls_key):
+            raise SecurityError("gRPC TLS needs both --grpc-tls-cert and --grpc-tls-key")
+        tls = GrpcTls(args.grpc_tls_cert, args.grpc_tls_key, args.grpc_tls_client_ca)
+    admin = None if args.no_admin_key else key_file(args.admin_key_file or args.state_dir / ADMIN_KEY_FILE)
+    inference = read_key(args.inference_key_file) if args.inference_key_file else None
+    return Security(admin_key=admin, inference_key=inference, grpc_tls=tls)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -231,40 +365,63 @@ def main(argv: list[str] | None = None) -> int:
                              "image on the GPUs; auto: docker where Docker, its NVIDIA runtime and the image exist")
     parser.add_argument("--model-repository", type=Path,
                         default=Path(os.environ.get("TRTIS_MODEL_REPOSITORY", "model_repository")))
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 exposes the server)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 exposes the server: "
+                        "see docs/security.md)")
     parser.add_argument("--http-port", type=int, default=Ports.http)
     parser.add_argument("--grpc-port", type=int, default=Ports.grpc)
     parser.add_argument("--metrics-port", type=int, default=Ports.metrics)
     default_state = Path(os.environ.get("TRTIS_STATE_DIR", ".triton"))
-    parser.add_argument("--state-dir", type=Path, default=default_state, help="where the pid and log files go")
+    parser.add_argument("--state-dir", type=Path, default=default_state, help="where the state, log and key files go")
     parser.add_argument("--timeout", type=float, default=180, help="seconds to wait for the server to be ready")
-    parser.add_argument("--image", default=docker.DEFAULT_IMAGE, help="Docker mode: the Triton image")
+    parser.add_argument("--image", help="Docker mode: the Triton image (default: the patched image, or the last one "
+                        "with the TensorFlow backend when the repository has a TensorFlow graph)")
     parser.add_argument("--gpus", default="all", help="Docker mode: the GPUs the container sees (e.g. 0,1,2,3); the "
                         "models' instance groups say which of them each model uses")
     parser.add_argument("--log-verbose", type=int, default=0)
-    parser.add_argument("--stop", action="store_true", help="stop the server started from --state-dir")
-    parser.add_argument("--restart", action="store_true", help="stop the server started from --state-dir first, if any")
+    locks = parser.add_argument_group("access (docs/security.md)")
+    locks.add_argument("--admin-key-file", type=Path, help="the key the admin APIs (logging, trace, shared memory, "
+                       f"model repository, statistics) need in header '{ADMIN_HEADER}' (default: "
+                       f"STATE_DIR/{ADMIN_KEY_FILE}, made on the first start, readable by you only)")
+    locks.add_argument("--no-admin-key", action="store_true", help="leave the admin APIs open (a trusted network only)")
+    locks.add_argument("--inference-key-file", type=Path, help="require this key (header 'inference-key') for "
+                       "inference, model metadata and config too")
+    locks.add_argument("--grpc-tls-cert", type=Path, help="gRPC over TLS: the server's PEM certificate")
+    locks.add_argument("--grpc-tls-key", type=Path, help="gRPC over TLS: the server's PEM private key")
+    locks.add_argument("--grpc-tls-client-ca", type=Path, help="mutual TLS: accept only clients with a certificate "
+                       "signed by this PEM CA")
+    actions = parser.add_mutually_exclusive_group()
+    actions.add_argument("--stop", action="store_true", help="stop the server started from --state-dir")
+    actions.add_argument("--restart", action="store_true", help="stop the server started from --state-dir first, if any")
+    actions.add_argument("--health", action="store_true", help="exit 0 when the server from --state-dir is ready and "
+                         "all its backend processes are alive (a health check)")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="start.sh: %(message)s")
     try:
+        if args.health:
+            problem = health(args.state_dir, args.host, args.http_port)
+            print(f"unhealthy: {problem}" if problem else "healthy")
+            return 1 if problem else 0
         if args.stop:
             print("Server stopped." if stop(args.state_dir) else f"No server was running from {args.state_dir}.")
             return 0
         if args.restart and stop(args.state_dir):
             print("Stopped the running server.")
+        security = _security(args)
         ports = Ports(args.http_port, args.grpc_port, args.metrics_port)
         mode = start(args.mode, args.model_repository, args.host, ports, args.state_dir, args.timeout,
-                     args.image, args.log_verbose, args.gpus)
-    except (LaunchError, embedded.EmbeddedServerError) as error:
+                     args.image, args.log_verbose, args.gpus, security=security)
+    except (LaunchError, SecurityError, embedded.EmbeddedServerError) as error:
         print(f"start.sh: {error}", file=sys.stderr)
         return 1
-    print(f"Triton is ready ({mode}): HTTP {args.host}:{ports.http}, gRPC {args.host}:{ports.grpc}, "
-          f"metrics {args.host}:{ports.metrics}")
+    print(f"Triton is ready ({mode}): HTTP {args.host}:{ports.http}, gRPC {args.host}:{ports.grpc}"
+          f"{' (TLS)' if security.grpc_tls else ''}, metrics {args.host}:{ports.metrics}")
     print(f"Model repository: {args.model_repository.resolve()}")
     if mode == "embedded":
-        print(f"Log: {(args.state_dir / LOG_FILE).resolve()}  pid file: {(args.state_dir / PID_FILE).resolve()}")
+        print(f"Log: {(args.state_dir / LOG_FILE).resolve()}  state: {(args.state_dir / STATE_FILE).resolve()}")
+    if security.admin_key:
+        key_path = (args.admin_key_file or args.state_dir / ADMIN_KEY_FILE)
+        print(f"Admin APIs (statistics, model repository, logging, trace, shared memory) need the header "
+              f"'{ADMIN_HEADER}: <the key in {key_path}>', e.g.\n"
+              f"  curl -H \"{ADMIN_HEADER}: $(cat {key_path})\" http://{_probe_host(args.host)}:{ports.http}/v2/models/stats")
     print("Stop it with: ./start.sh --stop" + (f" --state-dir {args.state_dir}" if args.state_dir != default_state else ""))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
