@@ -31,7 +31,8 @@ class ModelNotReady(TrtClientError):
 
 
 class InvalidInput(TrtClientError):
-    """An input's name, data type or shape does not match the model; nothing was sent."""
+    """An input's name, data type or shape does not match the model (found before sending), or
+    the model refused what it holds (INVALID_ARGUMENT: a corrupt image, say)."""
 
 
 class RequestTimeout(TrtClientError, TimeoutError):
@@ -48,7 +49,7 @@ class AccessDenied(TrtClientError):
 
 
 class InferenceFailed(TrtClientError):
-    """The server took the request but the model failed on it (a corrupt image, say)."""
+    """The server took the request but the model failed on it with a server-side error."""
 
 
 TLS_HINT = ("check root_certificates (the CA that signed the server's certificate), the address the certificate "
@@ -66,6 +67,10 @@ def translate(error: InferenceServerException, url: str, model: str, input_id: A
                             f"headers={{{header!r}: ...}} (trt-client --header {header}=...)", input_id)
     if "handshake" in lowered or "ssl" in lowered:
         return TlsFailed(f"the TLS connection to {url} failed ({message}); {TLS_HINT}", input_id)
+    if "UNAVAILABLE" in status and "stream removed" in lowered:
+        return ServerUnreachable(f"the server at {url} went away during the request ({message}); with several "
+                                 "replicas, retry_unavailable=True sends such a request once more, to another one",
+                                 input_id)
     if "UNAVAILABLE" in status and "model" not in lowered:
         hint = ("; if the server uses TLS, pass ssl=True and root_certificates (with private_key and "
                 "certificate_chain for mutual TLS)") if "socket closed" in lowered else ""

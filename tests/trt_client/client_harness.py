@@ -82,9 +82,10 @@ def one(value) -> dict:
     return {"text": np.array([str(value).encode()], dtype=bytes)}
 
 
-def echo_model() -> repository.Model:
-    """A Python model that answers each item of ``data`` with itself and its length."""
-    echo = config.model_config("echo", backend="python", max_batch_size=8,
+def echo_model(name: str = "echo", delay_ms: int = 0) -> repository.Model:
+    """A Python model that answers each item of ``data`` with itself and its length, after
+    ``delay_ms`` per request."""
+    echo = config.model_config(name, backend="python", max_batch_size=8, parameters={"delay_ms": delay_ms},
                                inputs=[config.Tensor("data", "BYTES", [1])],
                                outputs=[config.Tensor("echo", "BYTES", [1]), config.Tensor("length", np.int64, [1])])
     return repository.Model(echo, (HERE / "echo" / "model.py").read_bytes())

@@ -22,7 +22,7 @@ def clients(request) -> Iterator[Clients]:
 @pytest.fixture(scope="session")
 def echo_repository(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("echo_repository")
-    repository.write_repository(root, [echo_model()])
+    repository.write_repository(root, [echo_model(), echo_model("slow-echo", delay_ms=20)])
     return root
 
 

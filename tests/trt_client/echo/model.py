@@ -1,13 +1,22 @@
 """A Triton Python model that answers each item of ``data`` (BYTES) with the item itself and its
-length: the server's own view of the bytes a client sent, to check that none were lost."""
+length: the server's own view of the bytes a client sent, to check that none were lost. The
+config's ``delay_ms`` parameter makes it slow, for requests that stay in flight."""
+import json
+import time
+
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 
 class TritonPythonModel:
+    def initialize(self, args):
+        parameters = json.loads(args["model_config"]).get("parameters", {})
+        self.delay = float(parameters.get("delay_ms", {}).get("string_value", "0")) / 1000
+
     def execute(self, requests):
         responses = []
         for request in requests:
+            time.sleep(self.delay)
             data = pb_utils.get_input_tensor_by_name(request, "data").as_numpy()
             lengths = np.vectorize(len, otypes=[np.int64])(data) if data.size else np.zeros(data.shape, np.int64)
             responses.append(pb_utils.InferenceResponse([
