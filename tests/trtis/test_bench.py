@@ -108,12 +108,16 @@ def test_benchmark_of_the_ensemble_with_files_statistics_baselines_and_reports(t
 
 def test_benchmark_of_a_single_model_with_random_inputs_and_two_client_processes(tiny_server):
     requests, _ = bench.requests_for(bench.model_inputs(tiny_server.grpc_url, "tiny-affine"), count=4)
-    found = bench.benchmark(tiny_server.grpc_url, "tiny-affine", requests, [2], **SHORT, clients=2, progress=False)
+    unreachable = f"http://127.0.0.1:{tiny_server.ports.http}/no-metrics-here"
+    found = bench.benchmark(tiny_server.grpc_url, "tiny-affine", requests, [2], **SHORT, clients=2,
+                            metrics_url=unreachable, progress=False)
     (row,) = found["served"]
     assert row["clients"] == 2 and row["errors"] == 0 and row["requests"] > 0
     assert list(row["triton"]) == ["tiny-affine"] and row["triton"]["tiny-affine"]["inferences"] > 0
     assert found["in_process"]["batch"] is None and found["naive"] == [], "no repository: no baselines"
-    assert "2 client processes" in found["title"] and "vs limit (not measured)" in report.markdown(found)
+    markdown = report.markdown(found)
+    assert "2 client processes" in found["title"] and "vs limit (not measured)" in markdown
+    assert "GPU utilisation and memory: not read (cannot read Triton's metrics" in markdown, "said, not hidden"
 
 
 def test_requests_the_model_refuses_are_counted_with_the_reason(tiny_server, tmp_path):

@@ -9,7 +9,7 @@ import multiprocessing
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -197,7 +197,7 @@ def naive_level(port: int, requests: Sequence[Request], raw: bool, concurrency: 
 
 def naive_levels(root: Path | str, model: str, requests: Sequence[Request], levels: Sequence[int], seconds: float,
                  warmup: float, overrides: Mapping[str, StepFunction] | None = None, port: int = 0,
-                 progress: Callable = iter) -> list[dict]:
+                 progress: Callable[[Sequence[int]], Iterable[int]] = iter) -> list[dict]:
     """Start the naive server and measure it at each of ``levels``."""
     from trtis import repository
 

@@ -10,7 +10,7 @@ from trtis.config import ModelConfig
 def composing_models(configs: Mapping[str, ModelConfig], name: str) -> list[str]:
     """``name`` itself, or its ensemble's step models in step order (nested ensembles unfolded)."""
     if name not in configs:
-        raise KeyError(f"no model {name!r} (there are: {', '.join(sorted(configs)) or 'none'})")
+        raise ValueError(f"no model {name!r} (there are: {', '.join(sorted(configs)) or 'none'})")
     config = configs[name]
     if config.platform != "ensemble":
         return [name]
@@ -35,6 +35,7 @@ def served_configs(url: str, name: str) -> dict[str, ModelConfig]:
             try:
                 configs[model] = server.get_model_config(model).config
             except InferenceServerException as error:
-                raise ValueError(f"the server at {url} has no model {model!r} ready: {error.message()}") from None
+                raise ValueError(f"cannot read model {model!r} from the server at {url} ({error.message()}): "
+                                 "is the server running (./start.sh) and serving that model?") from None
             pending += [step.model_name for step in configs[model].ensemble_scheduling.step]
     return configs

@@ -1,10 +1,10 @@
 """A benchmark of any served model, in the manner of perf_analyzer: throughput, latency and
 Triton's statistics per concurrency level, and the baselines the figures are judged against.
 
-    requests, source = inputs.requests_for(server.grpc_url, "my-model")
-    report = benchmark(server.grpc_url, "my-model", requests, [1, 2, 4], seconds=5,
-                       repository="model_repository", metrics_url=server.metrics_url, source=source)
-    trtis.bench.report.write(report, "reports", "my-model")
+    requests, source = requests_for(model_inputs(server.grpc_url, "my-model"), count=16)
+    found = benchmark(server.grpc_url, "my-model", requests, [1, 2, 4], seconds=5,
+                      repository="model_repository", metrics_url=server.metrics_url, source=source)
+    trtis.bench.report.write(found, "reports", "my-model")
 """
 from __future__ import annotations
 

@@ -37,6 +37,9 @@ def limit_of(report: dict) -> tuple[float, str]:
 
 
 def _gpus(report: dict) -> str:
+    """A line where the table's GPU columns are empty, saying why."""
+    if report.get("gpu_metrics_error"):
+        return f"GPU utilisation and memory: not read ({report['gpu_metrics_error']})."
     if any(row.get("gpus") for row in report["served"]) or report.get("gpu_memory_at_rest_mib"):
         return ""
     return "GPU utilisation and memory: none (Triton's metrics endpoint reports no GPU)."
@@ -85,6 +88,7 @@ def plot(report: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     served, naive, limit = report["served"], report.get("naive", []), limit_of(report)[0]
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5), layout="constrained")
@@ -96,13 +100,14 @@ def plot(report: dict, path: Path) -> None:
     if not math.isnan(limit):
         left.axhline(limit, color="gray", linestyle=":", label="limit")
     left.set(xscale="log", xlabel="concurrency", ylabel="requests/s", title="throughput")
-    left.set_xticks(levels, [str(level) for level in levels])
     left.legend()
     for p in (50, 90, 99):
         right.plot(levels, [row[f"p{p}_ms"] for row in served], "o-", label=f"p{p}")
     right.set(xscale="log", yscale="log", xlabel="concurrency", ylabel="ms", title="latency (Triton)")
-    right.set_xticks(levels, [str(level) for level in levels])
     right.legend()
+    for axes, ticks in ((left, sorted({*levels, *(row["concurrency"] for row in naive)})), (right, levels)):
+        axes.set_xticks(ticks, [str(level) for level in ticks])
+        axes.xaxis.set_minor_formatter(NullFormatter())
     figure.suptitle(textwrap.fill(report["title"], 130), fontsize=9)
     figure.savefig(path, dpi=110)
     plt.close(figure)

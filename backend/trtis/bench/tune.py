@@ -28,6 +28,8 @@ from trtis.config import ModelConfig
 from trtis.serving import serve
 
 TIE = 0.97  # scores within 3% of the best are a tie
+RULE = ("the highest worst-level ratio of throughput to the reference (ties within 3%: the higher mean ratio); "
+        "settings with errors are last.")
 
 
 @dataclass(frozen=True)
@@ -184,16 +186,14 @@ def markdown(report: dict) -> str:
             batches = " / ".join(str(level["triton"].get(m, {}).get("average_batch")) for m in models)
             lines.append(f"| {result['label']}{mark} | {level['concurrency']} | {level['throughput']} | {versus} | "
                          f"{level['p50_ms']} | {level['p99_ms']} | {level['errors']} | {batches} |")
+    versus = f", {best['score']:.2f}x of the {reference['name']}" if "score" in best else ""
     lines += ["", f"Best: {best['label']}. Its worst level is concurrency {best['concurrency']}: "
-              f"{best['throughput']} requests/s, {best['score']:.2f}x of the {reference.get('name', 'reference')}, "
-              f"p50 {best['p50_ms']} ms.", "", f"Rule: {report.get('rule', '')}"]
+              f"{best['throughput']} requests/s{versus}, p50 {best['p50_ms']} ms."]
+    if report.get("rule"):
+        lines += ["", f"Rule: {report['rule']}"]
     if report.get("reproduce"):
         lines += ["", f"Measure your own machine: `{report['reproduce']}`"]
     return "\n".join(lines) + "\n"
-
-
-RULE = ("the highest worst-level ratio of throughput to the reference (ties within 3%: the higher mean ratio); "
-        "settings with errors are last.")
 
 
 def report(results: list[dict], title: str, device: str, date: str, in_process: float | None = None,
