@@ -169,7 +169,8 @@ class Options:
                      "retryableStatusCodes": ["UNAVAILABLE"]}
             config = {"methodConfig": [{"name": [{"service": SERVICE}], "retryPolicy": retry}],
                       "retryThrottling": {"maxTokens": max(10, 2 * self.max_in_flight), "tokenRatio": 0.1}}
-            args += [("grpc.service_config", json.dumps(config)), ("grpc.per_rpc_retry_buffer_size", MAX_GRPC_MESSAGE_SIZE)]
+            args += [("grpc.service_config", json.dumps(config)),
+                     ("grpc.per_rpc_retry_buffer_size", MAX_GRPC_MESSAGE_SIZE)]
         return args
 
     def client_arguments(self) -> dict[str, Any]:

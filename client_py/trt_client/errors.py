@@ -48,6 +48,10 @@ class AccessDenied(TrtClientError):
     ``--grpc-restricted-protocol``), and the call lacked it or had a wrong one."""
 
 
+class Overloaded(TrtClientError):
+    """The model's queue is full (its ``max_queue_size``): the server refused the request at once."""
+
+
 class InferenceFailed(TrtClientError):
     """The server took the request but the model failed on it with a server-side error."""
 
@@ -67,6 +71,9 @@ def translate(error: InferenceServerException, url: str, model: str, input_id: A
                             f"headers={{{header!r}: ...}} (trt-client --header {header}=...)", input_id)
     if "handshake" in lowered or "ssl" in lowered:
         return TlsFailed(f"the TLS connection to {url} failed ({message}); {TLS_HINT}", input_id)
+    if "exceeds maximum queue size" in lowered:
+        return Overloaded(f"model {model!r} at {url} has a full queue ({message}); send fewer requests at once "
+                          "(max_in_flight), or give the model more instances or replicas", input_id)
     if "UNAVAILABLE" in status and "stream removed" in lowered:
         return ServerUnreachable(f"the server at {url} went away during the request ({message}); with several "
                                  "replicas, retry_unavailable=True sends such a request once more, to another one",

@@ -22,7 +22,9 @@ def clients(request) -> Iterator[Clients]:
 @pytest.fixture(scope="session")
 def echo_repository(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("echo_repository")
-    repository.write_repository(root, [echo_model(), echo_model("slow-echo", delay_ms=20)])
+    queued = echo_model("queue-of-one", delay_ms=200)
+    queued.config.dynamic_batching.default_queue_policy.max_queue_size = 1
+    repository.write_repository(root, [echo_model(), echo_model("slow-echo", delay_ms=20), queued])
     return root
 
 

@@ -13,17 +13,23 @@ from trt_client.errors import InvalidInput
 @pytest.fixture(params=["bmp", "webp"])
 def image(request) -> bytes:
     data = {"bmp": bmp, "webp": webp}[request.param]()
-    assert data.endswith(b"\0") and cv2.imdecode(np.frombuffer(data.rstrip(b"\0"), np.uint8), cv2.IMREAD_COLOR) is None, \
-        "the payload must be one that losing its trailing NULs breaks"
+    truncated = np.frombuffer(data.rstrip(b"\0"), np.uint8)
+    assert cv2.imdecode(truncated, cv2.IMREAD_COLOR) is None, "the payload must be one that losing its trailing NULs breaks"
     return data
 
 
-@pytest.mark.parametrize("form", [
-    "bytes", "list of bytes", "np.array([data], dtype=bytes)", "np.array([data], dtype=object)", "np.array([[data]], dtype=bytes)"])
+FORMS = {
+    "bytes": lambda data: data,
+    "list of bytes": lambda data: [data],
+    "np.array([data], dtype=bytes)": lambda data: np.array([data], dtype=bytes),  # the tutorial's line
+    "np.array([data], dtype=object)": lambda data: np.array([data], dtype=object),
+    "np.array([[data]], dtype=bytes)": lambda data: np.array([[data]], dtype=bytes),
+}
+
+
+@pytest.mark.parametrize("form", FORMS)
 def test_one_image_arrives_byte_for_byte(clients, echo_server, image, form):
-    value = {"bytes": image, "list of bytes": [image], "np.array([data], dtype=bytes)": np.array([image], dtype=bytes),
-             "np.array([data], dtype=object)": np.array([image], dtype=object),
-             "np.array([[data]], dtype=bytes)": np.array([[image]], dtype=bytes)}[form]
+    value = FORMS[form](image)
     runner = clients.open(echo_server.grpc_url, "echo")
     results = runner.run(input={"data": value})
     assert results["length"].tolist() == [[len(image)]]

@@ -42,3 +42,23 @@ def test_cli_reports_a_missing_model_and_a_missing_file(tiny_server, files):
     assert run.returncode == 1 and "model 'nope' is not ready" in run.stderr
     run = subprocess.run([*CLI, "--model", "tiny-chain", "/no/such/file.jpg"], capture_output=True, text=True, timeout=60)
     assert run.returncode == 2 and "no such file" in run.stderr
+
+
+def test_cli_takes_a_grpc_target_naming_several_addresses(tiny_server, tiny, files):
+    address = tiny_server.grpc_url
+    run = subprocess.run([*CLI, "--url", f"ipv4:{address},{address}", "--model", "tiny-chain", str(files[0])],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    np.testing.assert_allclose(json.loads(run.stdout)["results"][0]["outputs"]["scores"], tiny.scores(texts("1.5")),
+                               rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("arguments, expected", [
+    (["--url", "triton-a:8001", "--url", "triton-b:8001"], "use one DNS name that resolves to every replica"),
+    (["--header", "no-equals-sign"], "is not KEY=VALUE"),
+    (["--private-key", "client.key"], "private_key given without ssl=True"),
+])
+def test_cli_refuses_settings_that_cannot_work(files, arguments, expected):
+    run = subprocess.run([*CLI, "--model", "tiny-chain", *arguments, str(files[0])], capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 2 and expected in run.stderr, run.stderr

@@ -15,8 +15,8 @@ from tiny_models import texts
 from trtis.serving import serve
 from trtis.serving.launcher import free_port
 from trt_client import client
-from trt_client.errors import (InferenceFailed, InvalidInput, ModelNotReady, RequestTimeout, ServerUnreachable,
-                               TooManyInFlight, TrtClientError)
+from trt_client.errors import (InferenceFailed, InvalidInput, ModelNotReady, Overloaded, RequestTimeout,
+                               ServerUnreachable, TooManyInFlight, TrtClientError)
 
 MODEL = "tiny-chain"
 
@@ -213,3 +213,18 @@ def test_asyncio_requests_before_connect_are_refused(tiny_server):
             runner.connect()
     finally:
         clients.finish()
+
+
+def test_a_full_queue_is_overloaded_not_unreachable(clients, echo_server):
+    runner = clients.open(echo_server.grpc_url, "queue-of-one", max_in_flight=6)
+    for i in range(6):
+        runner.async_run(input={"data": b"x"}, input_id=i)
+    outcomes = {}
+    for _ in range(6):
+        try:
+            outcomes[runner.get(timeout=30)[0]] = "ok"
+        except Overloaded as error:
+            assert "full queue" in str(error) and "max_in_flight" in str(error)
+            outcomes[error.input_id] = "overloaded"
+    assert sorted(outcomes) == list(range(6))
+    assert "ok" in outcomes.values() and "overloaded" in outcomes.values(), outcomes
