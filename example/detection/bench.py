@@ -23,7 +23,8 @@ COLUMNS = [("network batch", pipeline.NETWORK, "average_batch"), ("network queue
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.sh", description=__doc__.splitlines()[0])
-    cli.bench_arguments(parser, output=ROOT / "reports", name="cpu", repository_path=ROOT / "model_repository")
+    cli.bench_arguments(parser, output=ROOT / "reports", name="cpu", repository_path=ROOT / "model_repository",
+                        state_dir=ROOT / ".triton")
     workload.image_arguments(parser)
     args = parser.parse_args(argv)
     try:

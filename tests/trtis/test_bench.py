@@ -18,6 +18,7 @@ from trtis import bench, repository
 from trtis.bench import gpu_metrics, report, tune
 from trtis.bench.in_process import InProcessModel
 from trtis.bench.inputs import InputSpec, inputs_of
+from trtis.serving import serve
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAIN = ("tiny-text", "tiny-affine", "tiny-head")
@@ -133,6 +134,22 @@ def test_gpu_metrics_are_read_from_triton_and_an_unreachable_endpoint_is_named(t
     unreachable = tiny_server.metrics_url.replace(str(tiny_server.ports.metrics), str(tiny_server.ports.http + 40000))
     with pytest.raises(gpu_metrics.MetricsUnavailable, match="cannot read Triton's metrics"):
         gpu_metrics.read(unreachable)
+
+
+def test_a_restricted_server_is_measured_with_its_admin_key_and_refused_clearly_without(tiny, tmp_path):
+    with serve(tiny.root, restricted=True) as server:
+        key = tmp_path / "admin.key"
+        key.write_text(server.admin_key)
+        command = [sys.executable, "-m", "trtis.bench", "--url", server.grpc_url, "--metrics-url", server.metrics_url,
+                   "--model", "tiny-affine", "--no-baselines", "--concurrency", "1", "--seconds", "0.5", "--warmup",
+                   "0.2", "--output", str(tmp_path), "--name", "locked"]
+        refused = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert refused.returncode == 1 and "needs its admin key" in refused.stderr
+        assert not (tmp_path / "locked.json").exists()
+        run = subprocess.run([*command, "--admin-key-file", str(key)], cwd=tmp_path, capture_output=True, text=True,
+                             timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads((tmp_path / "locked.json").read_text())["served"][0]["triton"]["tiny-affine"]["inferences"] > 0
 
 
 def _performance_doc_blocks(language: str) -> list[str]:

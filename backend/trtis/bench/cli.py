@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import urllib.parse
@@ -21,7 +22,12 @@ from trtis.bench.baselines import in_process_limit
 from trtis.bench.in_process import InProcessModel, StepFunction
 from trtis.bench.inputs import Request, files_under, inputs_of, model_inputs, requests_for
 from trtis.serving import LaunchError
+from trtis.serving.launcher import ADMIN_KEY_FILE
+from trtis.serving.security import Security, SecurityError, read_key
 from trt_client.errors import TrtClientError
+
+
+DEFAULT_STATE_DIR = Path(os.environ.get("TRTIS_STATE_DIR", ".triton"))
 
 
 def metrics_url_of(url: str) -> str:
@@ -61,11 +67,17 @@ def measurement_arguments(parser: argparse.ArgumentParser, *, concurrency: Seque
 
 
 def bench_arguments(parser: argparse.ArgumentParser, *, output: Path, name: str,
-                    repository_path: Path = Path("model_repository")) -> None:
-    """The benchmark's options (bench.sh's and ``python -m trtis.bench``'s)."""
+                    repository_path: Path = Path("model_repository"), state_dir: Path = DEFAULT_STATE_DIR) -> None:
+    """The benchmark's options (bench.sh's and ``python -m trtis.bench``'s); ``state_dir`` is where
+    start.sh keeps the admin key of the server it started."""
     parser.add_argument("--url", default="127.0.0.1:7001", help="the server's gRPC address")
     parser.add_argument("--metrics-url", help="Triton's metrics endpoint, for GPU utilisation and memory "
                         "(default: port 7002 of the --url host)")
+    admin = state_dir / ADMIN_KEY_FILE
+    parser.add_argument("--admin-key-file", type=Path, default=admin if admin.exists() else None,
+                        help=f"the key of the server's admin APIs, for its statistics (default: {admin}, where "
+                             "start.sh keeps it, when that file exists)")
+    parser.add_argument("--inference-key-file", type=Path, help="the key of a server that restricts inference")
     measurement_arguments(parser, concurrency=[1, 2, 4, 8, 16, 32, 64], seconds=20, repository_path=repository_path,
                           output=output, name=name)
     parser.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=True,
@@ -76,11 +88,23 @@ def bench_arguments(parser: argparse.ArgumentParser, *, output: Path, name: str,
     parser.add_argument("--naive-concurrency", type=int, default=16, help="highest concurrency the naive server gets")
 
 
+def key_headers(args: argparse.Namespace) -> dict[str, str]:
+    """The headers that carry the keys given (``--admin-key-file``, ``--inference-key-file``)."""
+    keys = Security(admin_key=args.admin_key_file and read_key(args.admin_key_file),
+                    inference_key=args.inference_key_file and read_key(args.inference_key_file))
+    return keys.admin_headers | keys.inference_headers
+
+
 def run_bench(args: argparse.Namespace, model: str, requests: Sequence[Request], source: str, *,
               overrides: Mapping[str, StepFunction] | None = None, alone: str | None = None,
               subject: str | None = None, columns: Sequence[report.Column] | None = None,
               reproduce: str | None = None) -> int:
     """Measure, write the three report files, print the table."""
+    try:
+        headers = key_headers(args)
+    except SecurityError as error:
+        print(error, file=sys.stderr)
+        return 2
     earlier = json.loads(args.baselines_from.read_text()) if args.baselines_from else None
     measure_baselines = args.baselines and earlier is None
     if measure_baselines and not (args.model_repository / model / "config.pbtxt").exists():
@@ -91,11 +115,12 @@ def run_bench(args: argparse.Namespace, model: str, requests: Sequence[Request],
         found = benchmark(
             args.url, model, requests, args.concurrency, seconds=args.seconds, warmup=args.warmup,
             clients=args.clients, metrics_url=args.metrics_url or metrics_url_of(args.url),
+            headers=headers,
             repository=args.model_repository if measure_baselines else None, overrides=overrides, alone=alone,
             batches=args.batches, naive_port=args.naive_port, naive_concurrency=args.naive_concurrency,
             baselines_from=earlier, device=args.device, source=source, subject=subject, columns=columns,
             reproduce=reproduce)
-    except (ValueError, RuntimeError, OSError, TrtClientError) as error:
+    except (ValueError, RuntimeError, OSError, TrtClientError) as error:  # PermissionError: an OSError
         print(f"{model}: {error}", file=sys.stderr)
         return 1
     paths = report.write(found, args.output, args.name)
@@ -174,9 +199,9 @@ def bench_main(argv: Sequence[str]) -> int:
     parser.add_argument("--alone", help="a composing model to measure alone in process, per batch size")
     args = parser.parse_args(argv)
     try:
-        requests, source = requests_for(model_inputs(args.url, args.model), files_under(args.input_files),
-                                        args.count, _shapes(args.shape))
-    except (ValueError, OSError, argparse.ArgumentTypeError) as error:
+        requests, source = requests_for(model_inputs(args.url, args.model, key_headers(args)),
+                                        files_under(args.input_files), args.count, _shapes(args.shape))
+    except (ValueError, OSError, argparse.ArgumentTypeError) as error:  # SecurityError: a ValueError
         parser.error(str(error))
     command = f"python -m trtis.bench --model {args.model} --concurrency {' '.join(map(str, args.concurrency))}"
     return run_bench(args, args.model, requests, source, alone=args.alone, reproduce=command)

@@ -20,7 +20,7 @@ def composing_models(configs: Mapping[str, ModelConfig], name: str) -> list[str]
     return found
 
 
-def served_configs(url: str, name: str) -> dict[str, ModelConfig]:
+def served_configs(url: str, name: str, headers: Mapping[str, str] | None = None) -> dict[str, ModelConfig]:
     """The configs of ``name`` and of every model its ensemble runs, as the server at ``url`` (gRPC) has them."""
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException
@@ -33,7 +33,7 @@ def served_configs(url: str, name: str) -> dict[str, ModelConfig]:
             if model in configs:
                 continue
             try:
-                configs[model] = server.get_model_config(model).config
+                configs[model] = server.get_model_config(model, headers=headers).config
             except InferenceServerException as error:
                 raise ValueError(f"cannot read model {model!r} from the server at {url} ({error.message()}): "
                                  "is the server running (./start.sh) and serving that model?") from None

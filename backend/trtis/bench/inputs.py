@@ -36,9 +36,9 @@ def inputs_of(config: ModelConfig) -> list[InputSpec]:
                       tuple(int(d) for d in t.dims), config.max_batch_size > 0) for t in config.input]
 
 
-def model_inputs(url: str, model: str) -> list[InputSpec]:
+def model_inputs(url: str, model: str, headers: Mapping[str, str] | None = None) -> list[InputSpec]:
     """The inputs of ``model`` as the server at ``url`` (gRPC) configures them."""
-    return inputs_of(served_configs(url, model)[model])
+    return inputs_of(served_configs(url, model, headers)[model])
 
 
 def _shape(spec: InputSpec, shapes: Mapping[str, Sequence[int]]) -> tuple[int, ...]:

@@ -11,7 +11,7 @@ import multiprocessing
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -27,10 +27,10 @@ def percentiles(latencies: Sequence[float]) -> dict[str, float]:
     return {f"p{p}_ms": round(float(np.percentile(values, p)), 2) for p in (50, 90, 95, 99)}
 
 
-def _connect(url: str, model: str, concurrency: int):
+def _connect(url: str, model: str, concurrency: int, headers: Mapping[str, str] | None):
     from trt_client import client
 
-    return client.Inference(url, model, max_in_flight=concurrency, timeout=120)
+    return client.Inference(url, model, max_in_flight=concurrency, timeout=120, headers=headers)
 
 
 def _drive(runner, requests: Sequence[Request], concurrency: int, start: float, end: float) -> dict:
@@ -69,11 +69,11 @@ def _drive(runner, requests: Sequence[Request], concurrency: int, start: float, 
     return {"completed": completed, "errors": errors, "latencies": latencies, "first_error": first_error}
 
 
-def _client_process(url: str, model: str, requests: Sequence[Request], concurrency: int, barrier, window,
-                    results) -> None:
+def _client_process(url: str, model: str, requests: Sequence[Request], concurrency: int,
+                    headers: Mapping[str, str] | None, barrier, window, results) -> None:
     """A client in its own process: connect, wait for the others, then drive the window the parent set."""
     try:
-        with _connect(url, model, concurrency) as runner:
+        with _connect(url, model, concurrency, headers) as runner:
             barrier.wait()  # connected
             barrier.wait()  # the window is set
             results.put(_drive(runner, requests, concurrency, window[0], window[1]))
@@ -86,12 +86,14 @@ class _Clients:
     """``count`` clients ready to run one window: in this process for one, else each in its own
     (spawned and connected before the window is set, so start-up never eats into it)."""
 
-    def __init__(self, url: str, model: str, requests: Sequence[Request], concurrency: int, count: int):
-        self.arguments, self.count = (url, model, requests, concurrency), count
+    def __init__(self, url: str, model: str, requests: Sequence[Request], concurrency: int, count: int,
+                 headers: Mapping[str, str] | None):
+        self.arguments, self.count = (url, model, requests, concurrency, headers), count
 
     def __enter__(self) -> _Clients:
         if self.count == 1:
-            self.runner = _connect(*self.arguments[:2], self.arguments[3])
+            url, model, _, concurrency, headers = self.arguments
+            self.runner = _connect(url, model, concurrency, headers)
             return self
         context = multiprocessing.get_context("spawn")
         self.barrier, self.window, self.results = context.Barrier(self.count + 1), context.Array("d", 2), context.Queue()
@@ -133,27 +135,30 @@ class _Clients:
                 process.terminate()
 
 
-def _statistics_at(moment: float, url: str, models: Sequence[str]) -> dict:
+def _statistics_at(moment: float, url: str, models: Sequence[str], headers: Mapping[str, str] | None) -> dict:
     time.sleep(max(0.0, moment - time.time()))
-    return statistics.read(url, models)
+    return statistics.read(url, models, headers)
 
 
 def measure(url: str, model: str, requests: Sequence[Request], concurrency: int, seconds: float, warmup: float,
-            models: Sequence[str], clients: int = 1, metrics_url: str | None = None) -> dict:
+            models: Sequence[str], clients: int = 1, metrics_url: str | None = None,
+            headers: Mapping[str, str] | None = None) -> dict:
     """One concurrency level: ``clients`` clients (processes when more than one), each keeping
     ``concurrency`` requests in flight, measured for ``seconds`` after ``warmup``. Triton's
-    statistics of ``models`` are read at both ends of that window; GPU metrics within it."""
+    statistics of ``models`` are read at both ends of that window; GPU metrics within it.
+    ``headers`` go with every call (the keys of a server that restricts its APIs)."""
     if not requests:
         raise ValueError("no requests to send")
     if concurrency < 1 or clients < 1 or seconds <= 0 or warmup < 0:
         raise ValueError(f"concurrency and clients must be at least 1 and seconds positive "
                          f"(got {concurrency}, {clients}, {seconds})")
-    with _Clients(url, model, requests, concurrency, clients) as group:
+    statistics.read(url, models, headers)  # a refusal is said before any load
+    with _Clients(url, model, requests, concurrency, clients, headers) as group:
         start = time.time() + warmup
         end = start + seconds
         with GpuSampler(metrics_url, start, end) as gpus, ThreadPoolExecutor(2) as sampler:
-            before = sampler.submit(_statistics_at, start, url, models)
-            after = sampler.submit(_statistics_at, end, url, models)
+            before = sampler.submit(_statistics_at, start, url, models, headers)
+            after = sampler.submit(_statistics_at, end, url, models, headers)
             results = group.run(start, end)
             triton = statistics.delta(before.result(), after.result(), models)
     completed = sum(r["completed"] for r in results)

@@ -32,9 +32,11 @@ def this_machine() -> str:
 
 
 def measure_served(url: str, model: str, requests: Sequence[Request], levels: Sequence[int], seconds: float,
-                   warmup: float, clients: int = 1, metrics_url: str | None = None, progress: bool = True) -> dict:
-    """The served model at each concurrency level, with the settings and GPU memory at rest."""
-    configs = ensembles.served_configs(url, model)
+                   warmup: float, clients: int = 1, metrics_url: str | None = None,
+                   headers: Mapping[str, str] | None = None, progress: bool = True) -> dict:
+    """The served model at each concurrency level, with the settings and GPU memory at rest;
+    ``headers`` go with every call (the keys of a server that restricts its APIs)."""
+    configs = ensembles.served_configs(url, model, headers)
     models = ensembles.composing_models(configs, model)
     found: dict = {"model": model, "settings": statistics.settings(configs, models), "gpu_memory_at_rest_mib": {}}
     if metrics_url:
@@ -43,7 +45,7 @@ def measure_served(url: str, model: str, requests: Sequence[Request], levels: Se
         except gpu_metrics.MetricsUnavailable as error:
             log.warning("%s; the report has no GPU figures (give the server's metrics URL to get them)", error)
             found["gpu_metrics_error"], metrics_url = str(error), None
-    found["served"] = [load.measure(url, model, requests, level, seconds, warmup, models, clients, metrics_url)
+    found["served"] = [load.measure(url, model, requests, level, seconds, warmup, models, clients, metrics_url, headers)
                        for level in tqdm(levels, desc="served", unit="level", disable=not progress)]
     return found
 
@@ -73,16 +75,17 @@ def measure_baselines(repository: Path | str, model: str, requests: Sequence[Req
 
 def benchmark(url: str, model: str, requests: Sequence[Request], levels: Sequence[int], *, seconds: float = 20,
               warmup: float = 5, clients: int = 1, metrics_url: str | None = None,
-              repository: Path | str | None = None, overrides: Mapping[str, StepFunction] | None = None,
-              alone: str | None = None, batches: Sequence[int] | None = None, naive: bool = True,
+              headers: Mapping[str, str] | None = None, repository: Path | str | None = None,
+              overrides: Mapping[str, StepFunction] | None = None, alone: str | None = None, batches: Sequence[int] | None = None, naive: bool = True,
               naive_port: int = 0, naive_concurrency: int = 16, baselines_from: Mapping | None = None,
               device: str | None = None, source: str = "", subject: str | None = None,
               columns: Sequence[reports.Column] | None = None, reproduce: str | None = None,
               progress: bool = True) -> dict:
     """The whole report: the served levels, then the baselines (measured from ``repository``, taken
-    from an earlier report's ``baselines_from``, or none), titled for ``device``."""
+    from an earlier report's ``baselines_from``, or none), titled for ``device``. ``headers`` carry
+    the keys of a server that restricts its APIs (``server.admin_headers``)."""
     device = device or this_machine()
-    found = measure_served(url, model, requests, levels, seconds, warmup, clients, metrics_url, progress)
+    found = measure_served(url, model, requests, levels, seconds, warmup, clients, metrics_url, headers, progress)
     report = {"device": device, "date": time.strftime("%Y-%m-%d"), **found,
               "in_process": {"throughput": float("nan"), "batch": None}, "naive": [], "network_limit": [],
               "network_device": "cpu", "network_model": alone}

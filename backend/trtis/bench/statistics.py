@@ -12,12 +12,19 @@ from trtis.config import ModelConfig
 PHASES = ("queue", "compute_input", "compute_infer", "compute_output")
 
 
-def read(url: str, models: Sequence[str]) -> dict[str, dict]:
-    """The cumulative statistics of ``models`` (JSON form of ``get_inference_statistics``)."""
+def read(url: str, models: Sequence[str], headers: Mapping[str, str] | None = None) -> dict[str, dict]:
+    """The cumulative statistics of ``models`` (JSON form of ``get_inference_statistics``);
+    ``headers`` carry the admin key of a server that restricts its statistics."""
     import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
 
     with grpcclient.InferenceServerClient(url) as server:
-        stats = server.get_inference_statistics(as_json=True)["model_stats"]
+        try:
+            stats = server.get_inference_statistics(as_json=True, headers=headers)["model_stats"]
+        except InferenceServerException as error:
+            raise PermissionError(f"cannot read Triton's statistics at {url} ({error.message()}): a server that "
+                                  "restricts them needs its admin key in the headers (bench.sh --admin-key-file; "
+                                  "headers=server.admin_headers in Python)") from None
     return {s["name"]: s for s in stats if s["name"] in models}
 
 
