@@ -9,31 +9,24 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import tritonclient.grpc.aio as grpcaio
 from tritonclient.utils import InferenceServerException
 
-from trt_client.core import Call, InferenceState, Options, Pause, Results, Steps, T, Url, connect_steps
+from trt_client.core import Call, InferenceState, Pause, Results, Settings, Steps, T, Url, connect_steps
 from trt_client.errors import RequestTimeout
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 class Inference(InferenceState):
     """See ``trt_client.client.Inference`` (same arguments); every call is a coroutine. Use
     ``async with`` or ``await Inference(...).connect()`` before the first request."""
 
-    def __init__(self, url: Url, model_name: str, model_version: str | int = "", *,
-                 timeout: float | None = 60.0, max_in_flight: int = 64, when_full: Literal["wait", "raise"] = "wait",
-                 connect_attempts: int = 5, retry_interval: float = 1.0, ssl: bool = False,
-                 root_certificates: str | Path | None = None, private_key: str | Path | None = None,
-                 certificate_chain: str | Path | None = None, headers: Mapping[str, str] | None = None,
-                 retry_unavailable: bool = True):
-        super().__init__(Options.check(
-            url, model_name, model_version, timeout=timeout, max_in_flight=max_in_flight, when_full=when_full,
-            connect_attempts=connect_attempts, retry_interval=retry_interval, ssl=ssl,
-            root_certificates=root_certificates, private_key=private_key, certificate_chain=certificate_chain,
-            headers=headers, retry_unavailable=retry_unavailable))
+    def __init__(self, url: Url, model_name: str, model_version: str | int = "", **settings: Unpack[Settings]):
+        super().__init__(url, model_name, model_version, **settings)
         self._client: grpcaio.InferenceServerClient | None = None
         self._tasks: set[asyncio.Task] = set()
 

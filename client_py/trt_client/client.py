@@ -12,14 +12,16 @@ import queue
 import threading
 import time
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from trt_client.core import Call, InferenceState, Options, Pause, Results, Steps, T, Url, connect_steps
+from trt_client.core import Call, InferenceState, Pause, Results, Settings, Steps, T, Url, connect_steps
 from trt_client.errors import RequestTimeout
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 class Inference(InferenceState):
@@ -28,29 +30,24 @@ class Inference(InferenceState):
 
     ``url``: ``"host:port"``, a list of ``"ip:port"`` replicas, or a gRPC target
     (``dns:///triton-headless:8001``, ``ipv4:10.0.0.1:8001,10.0.0.2:8001``); requests are spread
-    over the replicas by gRPC's ``round_robin``. ``retry_unavailable`` sends a request that failed
-    because its replica went away once more, to another replica. ``timeout`` is each request's
-    deadline in seconds. ``max_in_flight`` bounds the asynchronous requests sent and not yet
-    answered; when it is reached, ``async_run`` waits for a slot (``when_full="wait"``, bounded
-    by ``timeout``) or raises ``TooManyInFlight`` (``when_full="raise"``). ``connect_attempts`` and
-    ``retry_interval`` cover a server that is still starting. ``ssl``, ``root_certificates``,
-    ``private_key`` and ``certificate_chain`` (PEM files) are tritonclient's TLS settings;
-    ``headers`` go with every call (Triton's restricted-API keys travel this way).
+    over the replicas by gRPC's ``round_robin``. The keyword settings (``core.Settings``), with
+    their defaults:
+
+    - ``timeout=60.0``: each request's deadline in seconds (None: none).
+    - ``max_in_flight=64``: asynchronous requests sent and not yet answered; at the bound
+      ``async_run`` waits for a slot (``when_full="wait"``, up to ``timeout``) or raises
+      ``TooManyInFlight`` (``when_full="raise"``).
+    - ``connect_attempts=5``, ``retry_interval=1.0``: for a server that is still starting.
+    - ``ssl=False``, ``root_certificates``, ``private_key``, ``certificate_chain`` (PEM files):
+      tritonclient's TLS settings; ``headers``: sent with every call (restricted-API keys).
+    - ``retry_unavailable=True``: send a request whose replica went away once more, to another
+      replica (docs/client.md says why it is on).
     """
 
-    def __init__(self, url: Url, model_name: str, model_version: str | int = "", *,
-                 timeout: float | None = 60.0, max_in_flight: int = 64, when_full: Literal["wait", "raise"] = "wait",
-                 connect_attempts: int = 5, retry_interval: float = 1.0, ssl: bool = False,
-                 root_certificates: str | Path | None = None, private_key: str | Path | None = None,
-                 certificate_chain: str | Path | None = None, headers: Mapping[str, str] | None = None,
-                 retry_unavailable: bool = True):
-        super().__init__(Options.check(
-            url, model_name, model_version, timeout=timeout, max_in_flight=max_in_flight, when_full=when_full,
-            connect_attempts=connect_attempts, retry_interval=retry_interval, ssl=ssl,
-            root_certificates=root_certificates, private_key=private_key, certificate_chain=certificate_chain,
-            headers=headers, retry_unavailable=retry_unavailable))
+    def __init__(self, url: Url, model_name: str, model_version: str | int = "", **settings: Unpack[Settings]):
+        super().__init__(url, model_name, model_version, **settings)
         self._client = grpcclient.InferenceServerClient(**self.options.client_arguments())
-        self._slots = threading.BoundedSemaphore(max_in_flight)
+        self._slots = threading.BoundedSemaphore(self.max_in_flight)
         self._finished: queue.Queue = queue.Queue()
         self._lock = threading.Lock()
         self._in_flight = 0

@@ -12,7 +12,7 @@ import json
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar
 
 import numpy as np
 from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE, KeepAliveOptions
@@ -21,6 +21,9 @@ from tritonclient.utils import InferenceServerException
 from trt_client.errors import ModelNotReady, ServerUnreachable, TrtClientError, translate
 from trt_client.requests import RequestIds
 from trt_client.tensors import ModelSpec, TensorInfo, prepare, results
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 T = TypeVar("T")
 Results = dict[str, np.ndarray]
@@ -107,6 +110,23 @@ def _check_tls(ssl: bool, root_certificates, private_key, certificate_chain) -> 
         if not Path(path).is_file():
             raise ValueError(f"{name}: no such file {path}")
     return {"ssl": True, **given}
+
+
+class Settings(TypedDict, total=False):
+    """The keyword settings of ``client.Inference`` and ``aio.Inference``; their defaults and
+    checks are ``Options.check``'s, in one place for both clients."""
+
+    timeout: float | None
+    max_in_flight: int
+    when_full: Literal["wait", "raise"]
+    connect_attempts: int
+    retry_interval: float
+    ssl: bool
+    root_certificates: str | Path | None
+    private_key: str | Path | None
+    certificate_chain: str | Path | None
+    headers: Mapping[str, str] | None
+    retry_unavailable: bool
 
 
 @dataclass(frozen=True)
@@ -225,8 +245,8 @@ class InferenceState:
     """The state both clients keep: options, the model's description once connected, the
     requests outstanding, and whether ``close`` was called."""
 
-    def __init__(self, options: Options):
-        self.options = options
+    def __init__(self, url: Url, model_name: str, model_version: str | int = "", **settings: Unpack[Settings]):
+        self.options = Options.check(url, model_name, model_version, **settings)
         self.spec: ModelSpec | None = None
         self.closed = False
         self.ids = RequestIds()
@@ -281,8 +301,6 @@ class InferenceState:
         """What ``get`` hands out for a finished asynchronous request: its outputs or its error."""
         if isinstance(error, InferenceServerException):
             return self.translated(error, input_id)
-        if isinstance(error, TrtClientError):
-            return error
         if error is not None:
             return TrtClientError(f"request failed: {error}", input_id)
         try:
@@ -291,4 +309,4 @@ class InferenceState:
             return TrtClientError(f"could not read the outputs: {problem}", input_id)
 
     def outputs_of(self, result: Any) -> Results:
-        return results(self.connected(), result)
+        return results(self.spec, result)
