@@ -4,11 +4,11 @@
     trt-client --model detection --async --concurrency 8 images/*.jpg
     trt-client --url 10.0.0.1:8001 --url 10.0.0.2:8001 --model detection images/*.jpg     # two replicas
     trt-client --url triton.example:8001 --ssl --root-certificates ca.pem \
-               --header triton-grpc-protocol-admin-key=secret --model detection image.jpg
+               --header triton-grpc-protocol-inference-key=KEY --model detection image.jpg
 
 Each file's bytes go into the model's one BYTES input (or ``--input NAME``). The output is one
 JSON document: ``{"model", "results": [{"file", "outputs": {name: values}} or {"file", "error"}]}``;
-the exit status is 1 when any request failed.
+the exit status is 1 when any request failed, 2 for arguments that cannot work.
 """
 from __future__ import annotations
 

@@ -69,7 +69,7 @@ def translate(error: InferenceServerException, url: str, model: str, input_id: A
         header = message.split("expecting header")[-1].strip(" '\"") if "expecting header" in message else "KEY"
         return AccessDenied(f"the server at {url} refused the call ({message}); send the key with "
                             f"headers={{{header!r}: ...}} (trt-client --header {header}=...)", input_id)
-    if "handshake" in lowered or "ssl" in lowered:
+    if "UNAVAILABLE" in status and ("handshake" in lowered or "ssl_error" in lowered):
         return TlsFailed(f"the TLS connection to {url} failed ({message}); {TLS_HINT}", input_id)
     if "exceeds maximum queue size" in lowered:
         return Overloaded(f"model {model!r} at {url} has a full queue ({message}); send fewer requests at once "

@@ -1,6 +1,7 @@
 """What the client tests share: an adapter that drives the threaded or the asyncio client the
-same way (so one suite runs against both), a small echo model, and tritonserver started with
-flags that ``serve`` does not pass (TLS, restricted APIs)."""
+same way (so one suite runs against both), a small echo model, real images that end in NUL
+bytes, certificates made with openssl, and tritonserver started with flags that ``serve`` does
+not pass (TLS, restricted APIs)."""
 from __future__ import annotations
 
 import asyncio
