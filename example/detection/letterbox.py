@@ -45,14 +45,20 @@ def declared_size(data: bytes) -> tuple[int, int]:
         raise ValueError(f"cannot read the image's header ({len(data)} bytes): not a valid image") from None
 
 
-def decode_bgr(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode JPEG/PNG bytes to HxWx3 BGR uint8 (grayscale, alpha and CMYK become 3 channels),
-    refusing from its header an image of more than ``max_pixels`` pixels."""
+def checked_size(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """(height, width) from the header; ValueError naming both when over ``max_pixels`` pixels."""
     if len(data) == 0:
         raise ValueError("the image is empty (0 bytes)")
     height, width = declared_size(data)
     if height * width > max_pixels:
         raise ValueError(f"the image is {width}x{height} pixels, over the limit of {max_pixels} pixels")
+    return height, width
+
+
+def decode_bgr(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode JPEG/PNG bytes to HxWx3 BGR uint8 (grayscale, alpha and CMYK become 3 channels),
+    refusing from its header an image of more than ``max_pixels`` pixels."""
+    checked_size(data, max_pixels)
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise ValueError(f"cannot decode the image ({len(data)} bytes): not a valid JPEG or PNG")

@@ -133,3 +133,14 @@ def test_stop_ends_a_running_server_with_its_backend_processes_and_shared_memory
     assert stopped.returncode == 0 and "Server stopped." in stopped.stdout
     assert leftovers(state["shm_prefix"], stubs) == []
     assert not any(process.identify(state[role]["pid"]) for role in ("supervisor", "server"))
+
+
+@pytest.mark.parametrize("prefix", ["", "trtis_", "triton_python_backend_shm_region_", "trtis_0000000_"])
+def test_a_damaged_prefix_can_match_no_other_servers_processes_or_memory(prefix, tmp_path):
+    with pytest.raises(ValueError, match="not a server's shared-memory prefix"):
+        process.stubs(prefix)
+    with pytest.raises(ValueError, match="not a server's shared-memory prefix"):
+        process.remove_shared_memory(prefix)
+    (tmp_path / launcher.STATE_FILE).write_text(json.dumps({"supervisor": None, "server": None, "shm_prefix": prefix}))
+    stopped = start_script(tmp_path / "none", tmp_path).stop()
+    assert stopped.returncode == 0 and "Traceback" not in stopped.stderr

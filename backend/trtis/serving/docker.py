@@ -60,7 +60,7 @@ def unavailable_reason(image: str = DEFAULT_IMAGE) -> str | None:
 
 def command(repository: Path, host: str, http_port: int, grpc_port: int, metrics_port: int,
             image: str = DEFAULT_IMAGE, gpus: str = "all", shm_size: str = "1g", *,
-            security: Security = Security(), shm_prefix: str = "trtis_") -> list[str]:
+            security: Security = Security(), shm_prefix: str) -> list[str]:
     """The tutorial's ``docker run`` (GPUs, shared memory, memlock and stack limits, the repository
     at /models, 8000-8002 published on the tutorial's ports), with tritonserver under the supervisor."""
     tls = security.grpc_tls

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import secrets
 import socket
 import subprocess
 import sys
@@ -174,7 +173,7 @@ def stop(state_dir: Path, timeout: float = 30) -> bool:
         process.end([ours[role] for role in ("supervisor",) if role in ours], grace=timeout)
         process.end([ours[role] for role in ("server",) if role in ours], grace=timeout)
         shm_prefix = state.get("shm_prefix")
-        if shm_prefix:
+        if process.SHM_PREFIX.fullmatch(str(shm_prefix)):
             stubs, regions = process.end_stubs(shm_prefix), process.remove_shared_memory(shm_prefix)
             if stubs or regions:
                 log.warning("ended %d orphaned backend process(es) and removed %d shared-memory region(s) "
@@ -222,7 +221,7 @@ def start(mode: str, repository: Path, host: str, ports: Ports, state_dir: Path,
         reason = docker.unavailable_reason(image)
         mode = "embedded" if reason else "docker"
         print(f"Mode auto: {mode}" + (f" ({reason})" if reason else ""))
-    shm_prefix = f"trtis_{secrets.token_hex(4)}_"
+    shm_prefix = process.new_shm_prefix()
     if mode == "docker":
         return _start_docker(repository, host, ports, state_dir, timeout, image, gpus, security, shm_prefix)
 

@@ -8,6 +8,8 @@ Standard library only: the supervisor runs this inside the official Triton image
 from __future__ import annotations
 
 import os
+import re
+import secrets
 import signal
 import time
 from dataclasses import asdict, dataclass
@@ -16,6 +18,20 @@ from pathlib import Path
 PROC = Path("/proc")
 SHM = Path("/dev/shm")
 STUB_NAME = "triton_python_backend_stub"
+# A server's own prefix for the Python backend's shared-memory regions (``shm-region-prefix-name``):
+# random, so that its stubs and regions are told from any other server's.
+SHM_PREFIX = re.compile(r"trtis_[0-9a-f]{8}_")
+
+
+def new_shm_prefix() -> str:
+    return f"trtis_{secrets.token_hex(4)}_"
+
+
+def _checked_prefix(shm_prefix: str) -> str:
+    """Refuse what would match other servers' stubs and regions (a damaged state file, say)."""
+    if not SHM_PREFIX.fullmatch(shm_prefix or ""):
+        raise ValueError(f"{shm_prefix!r} is not a server's shared-memory prefix (trtis_ and 8 hex digits)")
+    return shm_prefix
 
 
 def _boot_id() -> str:
@@ -116,12 +132,19 @@ def stubs(shm_prefix: str) -> dict[int, str]:
     A stub's command line is ``stub <model file> <shm region> <sizes> <parent pid> <backend dir>
     <ipc handle> <instance name> ...``; the region's name starts with the server's own prefix.
     """
+    _checked_prefix(shm_prefix)
     found = {}
     for pid in _pids():
         arguments = cmdline(pid)
         if len(arguments) > 8 and Path(arguments[0]).name == STUB_NAME and arguments[2].startswith(shm_prefix):
             found[pid] = arguments[8]
     return found
+
+
+def stub_model(pid: int) -> str:
+    """The model a live stub serves: its model file is ``<repository>/<model>/<version>/<file>``."""
+    arguments = cmdline(pid)
+    return Path(arguments[1]).parent.parent.name if len(arguments) > 1 else ""
 
 
 def dead_stubs(server_pid: int) -> list[int]:
@@ -165,7 +188,7 @@ def end_stubs(shm_prefix: str) -> int:
 def remove_shared_memory(shm_prefix: str) -> list[str]:
     """Delete the server's leftover /dev/shm regions; returns their names."""
     removed = []
-    for region in SHM.glob(f"{shm_prefix}*"):
+    for region in SHM.glob(f"{_checked_prefix(shm_prefix)}*"):
         try:
             region.unlink()
             removed.append(region.name)

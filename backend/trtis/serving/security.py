@@ -122,7 +122,8 @@ class Security:
             return []
         where = "every network of this machine" if host in ("0.0.0.0", "::", "") else host
         warnings = [f"HTTP (port {http_port}) is plain text on {where}: Triton has no TLS for HTTP, so images "
-                    "and keys sent over it can be read; put a TLS reverse proxy in front (docs/security.md)",
+                    "and keys sent over it can be read, and the bundled Triton 2.51 has a known HTTP crash "
+                    "(CVE-2025-23310); put a TLS reverse proxy in front (docs/security.md)",
                     f"metrics (port {metrics_port}) are open to anyone on {where}: they show the models and their load"]
         if self.grpc_tls is None:
             warnings.append(f"gRPC (port {grpc_port}) is plain text: turn TLS on with --grpc-tls-cert/--grpc-tls-key")

@@ -119,7 +119,8 @@ class Supervisor:
 
     def _launch(self) -> None:
         self.server = subprocess.Popen(self.command, stdin=subprocess.DEVNULL)
-        self._update(server=process.identify(self.server.pid).to_json())
+        found = process.identify(self.server.pid)  # None when it died at once: _wait_ready says so
+        self._update(server=found.to_json() if found else None)
 
     def _wait_ready(self) -> str | None:
         """None once ready; else why not."""
@@ -230,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     command = args.server_command[1:] if args.server_command[:1] == ["--"] else args.server_command
     if not command:
         parser.error("run needs the server's command after --")
+    if not process.SHM_PREFIX.fullmatch(args.shm_prefix):
+        parser.error(f"--shm-prefix {args.shm_prefix!r}: a server's own prefix is trtis_ and 8 hex digits")
     return Supervisor(command, args.ready_url, args.state_file, args.shm_prefix, args.startup_timeout,
                       args.stop_timeout).run()
 
