@@ -42,7 +42,7 @@ def declared_size(data: bytes) -> tuple[int, int]:
     except Image.DecompressionBombError as error:  # Pillow's own limit, 2 x 89 megapixels
         raise ValueError(f"the image is too large to decode: {error}") from None
     except (OSError, SyntaxError, ValueError):  # UnidentifiedImageError is an OSError
-        raise ValueError(f"cannot read the image's header ({len(data)} bytes): not a valid image") from None
+        raise ValueError(f"cannot decode the image ({len(data)} bytes): no known image format's header") from None
 
 
 def checked_size(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
