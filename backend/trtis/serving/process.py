@@ -149,8 +149,15 @@ def stub_model(pid: int) -> str:
 
 def dead_stubs(server_pid: int) -> list[int]:
     """The server's stub children that died: Triton 2.51 never reaps them, so they stay zombies."""
-    return [pid for pid in children(server_pid)
-            if state(pid) == "Z" and (PROC / str(pid) / "comm").read_text().strip() == STUB_NAME[:15]]
+    return [pid for pid in children(server_pid) if state(pid) == "Z" and _comm(pid) == STUB_NAME[:15]]
+
+
+def _comm(pid: int) -> str:
+    """The process name, as the kernel keeps it (15 characters)."""
+    try:
+        return (PROC / str(pid) / "comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def rss_bytes(pid: int) -> int:
