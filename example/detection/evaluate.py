@@ -28,6 +28,18 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_CHECKPOINT = HERE / "weights" / "centernet_dlav0_34.pth"
 
 
+def read_split(folder: Path) -> tuple[dict, list[bytes]]:
+    """The COCO ground truth and the JPEG bytes (in image id order, ids 1..N) of a written split."""
+    annotations = sorted(folder.glob("instances_*.json"))
+    if len(annotations) != 1:
+        raise SystemExit(f"evaluate.py: {folder} must hold one instances_*.json (python -m detection.dataset writes it)")
+    ground_truth = json.loads(annotations[0].read_text())
+    entries = sorted(ground_truth["images"], key=lambda image: image["id"])
+    if [image["id"] for image in entries] != list(range(1, len(entries) + 1)):
+        raise SystemExit(f"evaluate.py: {annotations[0]} must number its images 1..N")
+    return ground_truth, [(folder / "images" / image["file_name"]).read_bytes() for image in entries]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=dataset.SPLIT_SEEDS["test"], help="dataset seed (test split: 3)")
@@ -36,9 +48,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
     parser.add_argument("--input-size", type=int, default=pipeline.INPUT_SIZE)
     parser.add_argument("--report", type=Path, help="also write the table here (Markdown)")
+    parser.add_argument("--dataset", type=Path, help="a split written by `python -m detection.dataset` (images/ and "
+                        "instances_*.json) instead of generating one")
     args = parser.parse_args(argv)
-    ground_truth = dataset.coco_split(args.seed, args.num_images)
-    images = [dataset.generate(args.seed, i).jpeg for i in range(args.num_images)]
+    if args.dataset:
+        ground_truth, images = read_split(args.dataset)
+        args.num_images = len(images)
+    else:
+        ground_truth = dataset.coco_split(args.seed, args.num_images)
+        images = [dataset.generate(args.seed, i).jpeg for i in range(args.num_images)]
     network, _ = load_network(args.checkpoint)
     rows = {"in process (PyTorch, OpenCV preprocess)": score(ground_truth, in_process(
         ReferencePipeline(network, args.input_size), images))}

@@ -18,20 +18,11 @@ import torch
 import torch.nn.functional as F
 
 try:
-    from detection.letterbox import MAX_PIXELS, MEAN_BGR, STD_BGR, decode_bgr, declared_size, inverse_affine
+    from detection.letterbox import MAX_PIXELS, MEAN_BGR, STD_BGR, checked_size, decode_bgr, inverse_affine
 except ModuleNotFoundError:  # copied beside the Triton model, with letterbox.py
-    from letterbox import MAX_PIXELS, MEAN_BGR, STD_BGR, decode_bgr, declared_size, inverse_affine
+    from letterbox import MAX_PIXELS, MEAN_BGR, STD_BGR, checked_size, decode_bgr, inverse_affine
 
 JPEG_MAGIC = b"\xff\xd8\xff"
-
-
-def _checked_size(data: bytes, max_pixels: int) -> tuple[int, int]:
-    if len(data) == 0:
-        raise ValueError("the image is empty (0 bytes)")
-    height, width = declared_size(data)
-    if height * width > max_pixels:
-        raise ValueError(f"the image is {width}x{height} pixels, over the limit of {max_pixels} pixels")
-    return height, width
 
 
 def _on_cpu(data: bytes, device: torch.device, max_pixels: int) -> torch.Tensor:
@@ -45,7 +36,7 @@ def decode(images: Sequence[bytes], device: torch.device, max_pixels: int = MAX_
     jpegs = []
     for index, data in enumerate(images):
         try:
-            _checked_size(data, max_pixels)
+            checked_size(data, max_pixels)
         except ValueError as error:
             decoded[index] = error
             continue
@@ -75,21 +66,52 @@ def decode(images: Sequence[bytes], device: torch.device, max_pixels: int = MAX_
     return decoded
 
 
-def warp(image: torch.Tensor, size: int, meta_affine: np.ndarray, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """One 3xHxW uint8 image -> the 3xSxS normalised network input (bilinear, zero padding).
+# Images are warped together, zero-padded onto one canvas; a batch whose canvas would exceed this
+# many pixels is split (largest images apart), so one large image cannot make every image large.
+CANVAS_PIXELS = 1 << 26
+
+
+def _groups(shapes: list[tuple[int, int]]) -> list[list[int]]:
+    """Indices of ``shapes`` in groups whose padded canvas (count x max height x max width) fits."""
+    groups: list[list[int]] = []
+    height = width = 0
+    for index in sorted(range(len(shapes)), key=lambda i: shapes[i][0] * shapes[i][1]):
+        h, w = max(height, shapes[index][0]), max(width, shapes[index][1])
+        if groups and (len(groups[-1]) + 1) * h * w <= CANVAS_PIXELS:
+            groups[-1].append(index)
+            height, width = h, w
+        else:
+            groups.append([index])
+            height, width = shapes[index]
+    return groups
+
+
+def warp(images: Sequence[torch.Tensor], size: int, meta_affine: np.ndarray, mean: torch.Tensor,
+         std: torch.Tensor) -> torch.Tensor:
+    """3xHxW uint8 images -> the [N, 3, S, S] normalised network input (bilinear, zero padding), in
+    one grid_sample per group of images padded onto a common canvas: sampling the canvas's zero
+    padding is what sampling outside each image gives anyway.
 
     ``meta_affine`` maps network-input pixels to original pixels (pixel centres at integers, as
-    OpenCV's warpAffine); grid_sample wants [-1, 1] across the image's edges."""
-    height, width = image.shape[1:]
-    device = image.device
+    OpenCV's warpAffine); grid_sample wants [-1, 1] across the canvas's edges."""
+    device = images[0].device
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
     ys, xs = torch.meshgrid(torch.arange(size, device=device, dtype=torch.float32),
                             torch.arange(size, device=device, dtype=torch.float32), indexing="ij")
-    a = torch.as_tensor(meta_affine, device=device, dtype=torch.float32)
-    source_x = a[0, 0] * xs + a[0, 1] * ys + a[0, 2]
-    source_y = a[1, 0] * xs + a[1, 1] * ys + a[1, 2]
-    grid = torch.stack([(2 * source_x + 1) / width - 1, (2 * source_y + 1) / height - 1], dim=-1)
-    warped = F.grid_sample(image[None].float(), grid[None], mode="bilinear", padding_mode="zeros", align_corners=False)
-    return ((warped[0] / 255.0) - mean) / std
+    out = torch.empty((len(images), 3, size, size), device=device, dtype=torch.float32)
+    for group in _groups([tuple(image.shape[1:]) for image in images]):
+        height = max(images[i].shape[1] for i in group)
+        width = max(images[i].shape[2] for i in group)
+        canvas = torch.zeros((len(group), 3, height, width), device=device, dtype=dtype)
+        for slot, index in enumerate(group):
+            canvas[slot, :, :images[index].shape[1], :images[index].shape[2]] = images[index]
+        a = torch.as_tensor(meta_affine[group], device=device, dtype=torch.float32)[..., None, None]
+        source_x = a[:, 0, 0] * xs + a[:, 0, 1] * ys + a[:, 0, 2]
+        source_y = a[:, 1, 0] * xs + a[:, 1, 1] * ys + a[:, 1, 2]
+        grid = torch.stack([(2 * source_x + 1) / width - 1, (2 * source_y + 1) / height - 1], dim=-1)
+        warped = F.grid_sample(canvas, grid.to(dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
+        out[torch.as_tensor(group, device=device)] = (warped.float() / 255.0 - mean) / std
+    return out
 
 
 def preprocess(images: Sequence[bytes], size: int, device: torch.device | str = "cuda",
@@ -99,18 +121,11 @@ def preprocess(images: Sequence[bytes], size: int, device: torch.device | str = 
     device = torch.device(device)
     mean = torch.as_tensor(MEAN_BGR, device=device).view(3, 1, 1)
     std = torch.as_tensor(STD_BGR, device=device).view(3, 1, 1)
-    errors, inputs, affines, sizes = [], [], [], []
     with torch.inference_mode():
-        for image in decode(images, device, max_pixels):
-            if isinstance(image, Exception):
-                errors.append(image)
-                continue
-            errors.append(None)
-            height, width = image.shape[1:]
-            affine = inverse_affine(height, width, size)
-            inputs.append(warp(image, size, affine, mean, std))
-            affines.append(affine)
-            sizes.append(np.array([height, width], np.float32))
-        batch = torch.stack(inputs) if inputs else None
-    return (errors, batch, np.stack(affines) if affines else np.zeros((0, 2, 3), np.float32),
-            np.stack(sizes) if sizes else np.zeros((0, 2), np.float32))
+        decoded = decode(images, device, max_pixels)
+        errors = [image if isinstance(image, Exception) else None for image in decoded]
+        good = [image for image in decoded if not isinstance(image, Exception)]
+        sizes = np.array([image.shape[1:] for image in good], np.float32).reshape(-1, 2)
+        affines = np.array([inverse_affine(int(h), int(w), size) for h, w in sizes], np.float32).reshape(-1, 2, 3)
+        batch = warp(good, size, affines, mean, std) if good else None
+    return errors, batch, affines, sizes

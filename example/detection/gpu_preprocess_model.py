@@ -4,7 +4,8 @@
 OpenCV and Pillow in the server's Python. All images of all the requests Triton hands over are
 decoded together (nvJPEG batches them); ``image`` leaves as a CUDA tensor by DLPack, so the network
 receives it without a host copy. An image that cannot be read fails its own request only, as a
-client error (INVALID_ARGUMENT).
+client error (INVALID_ARGUMENT). ``image`` is FP16 where its config says TYPE_FP16 (for a network
+that runs in FP16: half the bytes).
 """
 import json
 
@@ -23,6 +24,8 @@ class TritonPythonModel:
         parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
         self.size = int(parameters["input_size"])
         self.max_pixels = int(parameters.get("max_pixels", MAX_PIXELS))
+        image = next(output for output in config["output"] if output["name"] == OUTPUTS[0])
+        self.dtype = torch.float16 if image["data_type"] == "TYPE_FP16" else torch.float32
         gpu = args.get("model_instance_kind") == "GPU"
         self.device = torch.device(f"cuda:{args['model_instance_device_id']}" if gpu else "cpu")
 
@@ -45,6 +48,6 @@ class TritonPythonModel:
                 continue
             picks = [rows[n] for n in mine]
             responses.append(pb_utils.InferenceResponse([
-                pb_utils.Tensor.from_dlpack(OUTPUTS[0], to_dlpack(image[picks].contiguous())),
+                pb_utils.Tensor.from_dlpack(OUTPUTS[0], to_dlpack(image[picks].to(self.dtype).contiguous())),
                 pb_utils.Tensor(OUTPUTS[1], meta_affine[picks]), pb_utils.Tensor(OUTPUTS[2], meta_size[picks])]))
         return responses

@@ -42,7 +42,7 @@ def test_a_bad_image_fails_alone_with_its_reason():
     images = [IMAGES["jpeg"](), b"", b"not an image", bomb, IMAGES["png"]()]
     errors, image, meta_affine, meta_size = gpu_preprocess.preprocess(images, SIZE, DEVICE, max_pixels=10_000_000)
     assert errors[0] is None and errors[4] is None
-    assert "empty" in str(errors[1]) and "not a valid image" in str(errors[2])
+    assert "empty" in str(errors[1]) and "no known image format" in str(errors[2])
     assert "over the limit of 10000000 pixels" in str(errors[3])
     assert image.shape == (2, 3, SIZE, SIZE) and meta_size.tolist() == [[90, 160], [200, 120]]
 
@@ -98,10 +98,23 @@ def test_the_served_model_answers_as_the_reference(server):
         assert meta_size[index].tolist() == reference[2].tolist()
 
 
-@pytest.mark.parametrize("data, message", [(b"", "empty"), (b"not an image", "not a valid image"),
+@pytest.mark.parametrize("data, message", [(b"", "empty"), (b"not an image", "no known image format"),
                                            (letterbox_bomb(), "over the limit of 10000000 pixels")])
 def test_the_served_model_refuses_a_bad_image_as_a_client_error_and_keeps_serving(server, data, message):
     with pytest.raises(InferenceServerException) as error:
         infer(server, [data])
     assert message in error.value.message() and "INVALID_ARG" in str(error.value.status())
     assert infer(server, [IMAGES["png"]()])[2].tolist() == [[200, 120]]
+
+
+def test_images_of_different_sizes_warp_together_as_each_alone():
+    images = [IMAGES[kind]() for kind in ("jpeg", "png", "tiny", "large", "grayscale png")]
+    _, together, _, _ = gpu_preprocess.preprocess(images, SIZE, DEVICE)
+    for index, data in enumerate(images):
+        _, alone, _, _ = gpu_preprocess.preprocess([data], SIZE, DEVICE)
+        torch.testing.assert_close(together[index], alone[0], atol=1e-3, rtol=0)  # grid rounding per canvas size
+
+
+def test_a_large_image_gets_a_canvas_of_its_own():
+    groups = gpu_preprocess._groups([(100, 100), (8000, 8000), (120, 90), (100, 100)])
+    assert sorted(map(sorted, groups)) == [[0, 2, 3], [1]]

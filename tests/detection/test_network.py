@@ -73,3 +73,18 @@ def test_missing_class_names_file_says_what_to_write(tmp_path):
     torch.save({"epoch": 1, "state_dict": {}}, path)
     with pytest.raises(FileNotFoundError, match="weights.json not found: it names the classes"):
         load_network(path)
+
+
+def test_the_decoded_detector_is_the_network_then_the_decoder():
+    """The GPU path's single model (network and decoding) computes what the two stages compute."""
+    from detection.postprocess import CenterNetDecoder, DecodedDetector
+
+    network = random_network(NetworkSpec(["a", "b", "c"]), seed=0).eval()
+    image = torch.randn(2, 3, 64, 64)
+    meta_affine = torch.tensor([[2.0, 0.0, -3.0], [0.0, 2.0, 1.0]]).expand(2, 2, 3)
+    meta_size = torch.tensor([[100.0, 120.0]] * 2)
+    with torch.inference_mode():
+        fused = DecodedDetector(network)(image, meta_affine, meta_size)
+        separate = CenterNetDecoder()(*network(image), meta_affine, meta_size)
+    for a, b in zip(fused, separate):
+        torch.testing.assert_close(a, b)

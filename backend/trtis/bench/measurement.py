@@ -66,8 +66,8 @@ def measure_baselines(repository: Path | str, model: str, requests: Sequence[Req
         found = {"in_process": in_process_limit(runner, requests, batches, seconds),
                  "network_limit": alone_limit(runner, alone, requests, batches, seconds) if alone else [],
                  "network_device": device, "network_model": alone, "naive": []}
-    if naive:
-        chosen = [level for level in levels if level <= naive_concurrency]
+    chosen = [level for level in levels if level <= naive_concurrency]
+    if naive and chosen:
         found["naive"] = naive_levels(repository, model, requests, chosen, seconds, warmup, overrides, naive_port,
                                       lambda items: tqdm(items, desc="naive server", unit="level", disable=not progress))
     return found

@@ -17,6 +17,7 @@ smarter rule (the detection example matches heatmap peaks). A comparison over it
 """
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import tempfile
@@ -69,6 +70,7 @@ class ExportOptions:
     int8_form: str = "cpu"
     cache_dir: Path | None = None
     half: bool = True  # GPU formats run in FP16 (checked with ``compare_reduced``); False keeps FP32
+    half_module: Callable[[torch.nn.Module], torch.nn.Module] = torchscript.HalfPrecision  # the FP16 form
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,7 @@ class Format:
     build: Callable[[_Job], bytes | tuple[bytes, dict[str, Path]]]  # the model file (and extra files)
     unavailable: Callable[[], str | None] = lambda: None  # why it cannot be built here, or None
     calibrated: bool = False  # needs ``calibration``
+    settings: Callable[[ExportOptions, str], dict[str, str]] = lambda options, device: {}  # config parameters
 
     def device(self, gpus: Sequence[int]) -> str:
         """Where this format runs for this request: the GPU when it must or when GPUs are asked for
@@ -185,7 +188,7 @@ def _build_torchscript(job: _Job) -> bytes:
     device = "cuda" if FORMATS["torchscript"].device(job.options.gpus) == "gpu" else "cpu"
     half = device == "cuda" and job.options.half
     with _step(job.options.name, f"PyTorch -> TorchScript ({'FP16 on CUDA' if half else 'FP32 on ' + device})"):
-        data = torchscript.export(job.module, job.examples, device, half=half)
+        data = torchscript.export(job.module, job.examples, device, half=half, half_module=job.options.half_module)
     traced = _named(job.output_names, torchscript.run(data, job.examples, device))
     job.check(f"PyTorch vs TorchScript{' FP16' if half else ''}", job.reference, traced, reduced=half)
     return data
@@ -196,16 +199,18 @@ def _build_compiled(job: _Job) -> tuple[bytes, dict[str, Path]]:
     uses, on this host, and ships the inductor cache beside the model so the server starts warm."""
     options = job.options
     gpu = FORMATS["compiled"].device(options.gpus) == "gpu"
+    half = gpu and options.half
+    module = options.half_module(copy.deepcopy(job.module)) if half else job.module
     examples = tuple(t.repeat(2, *[1] * (t.ndim - 1)) if t.shape[0] == 1 else t for t in job.examples)
     batch = torch.export.Dim("batch", min=1, max=max(2, options.max_batch_size))
-    with _step(options.name, "PyTorch -> torch.export program (dynamic batch)"):
-        program = torch.export.export(job.module, examples, dynamic_shapes=[{0: batch} for _ in examples])
+    with _step(options.name, f"PyTorch -> torch.export program ({'FP16, ' if half else ''}dynamic batch)"):
+        program = torch.export.export(module, examples, dynamic_shapes=[{0: batch} for _ in examples])
     cache = Path(options.cache_dir or tempfile.mkdtemp(prefix="trtis-export-")) / "inductor" / options.name
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / "model.pt2"
         torch.export.save(program, path)
         device = f"cuda:{options.gpus[0] if options.gpus else 0}" if gpu else "cpu"
-        with _step(options.name, f"torch.compile on {device}{' (FP16, channels-last)' if gpu else ''}"):
+        with _step(options.name, f"torch.compile on {device}{' (channels-last)' if gpu else ''}"):
             from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir
 
             from trtis.runtimes import CompiledRuntime
@@ -214,7 +219,7 @@ def _build_compiled(job: _Job) -> tuple[bytes, dict[str, Path]]:
                 runtime = CompiledRuntime(options.name, path, device, {"inductor_cache_dir": str(cache)},
                                           {n: job.feeds[n].dtype for n in job.input_names}, job.output_names)
                 compiled = runtime.run(job.feeds)
-        job.check(f"PyTorch vs compiled{' FP16' if gpu else ''}", job.reference, compiled, reduced=gpu)
+        job.check(f"PyTorch vs compiled{' FP16' if half else ''}", job.reference, compiled, reduced=half)
         return path.read_bytes(), {"1/inductor-cache": cache}
 
 
@@ -229,6 +234,22 @@ def _build_tensorrt(job: _Job) -> bytes:
                                    timing_cache=cache)
 
 
+def batch_buckets(max_batch_size: int) -> list[int]:
+    """The batch sizes a compiled GPU network runs (1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64, ... and the
+    max): a batch is padded to the next, at most 1.5 times its size, and each is warmed at load."""
+    sizes, size = [], 1
+    while size < max_batch_size:
+        sizes += [size] if size < 4 else [size, size * 3 // 2]
+        size *= 2
+    return sorted({s for s in sizes if s < max_batch_size} | {max_batch_size})
+
+
+def _compiled_settings(options: ExportOptions, device: str) -> dict[str, str]:
+    if device != "gpu":
+        return {}
+    return {"batch_buckets": ",".join(map(str, batch_buckets(options.max_batch_size)))}
+
+
 FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("onnx", {"platform": "onnxruntime_onnx"}, ("cpu",), "FP32 ONNX, simplified (ONNX Runtime)", _build_onnx),
     Format("onnx-int8", {"platform": "onnxruntime_onnx"}, ("cpu",), "calibrated INT8 QDQ ONNX (ONNX Runtime)",
@@ -236,7 +257,8 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("torchscript", {"platform": "pytorch_libtorch"}, ("cpu", "gpu"), "TorchScript: FP16 on a CUDA GPU, "
            "else FP32", _build_torchscript),
     Format("compiled", {"backend": "torch_compile"}, ("cpu", "gpu"), "torch.export program compiled by "
-           "torch.compile at load (FP16, channels-last on a GPU; inductor cache shipped beside it)", _build_compiled),
+           "torch.compile at load (FP16, channels-last on a GPU; inductor cache shipped beside it)", _build_compiled,
+           settings=_compiled_settings),
     Format("tensorrt", {"platform": "tensorrt_plan"}, ("gpu",), "TensorRT plan built from the INT8 QDQ model",
            _build_tensorrt, unavailable=tensorrt.available, calibrated=True),
 )}
@@ -332,7 +354,11 @@ def export(module: torch.nn.Module, example_inputs: Sequence[torch.Tensor], inpu
         inputs=settings.inputs or _tensors(input_names, job.feeds, settings.dynamic_axes, batched),
         outputs=settings.outputs or _tensors(output_names, job.reference, settings.dynamic_axes, batched),
         parameters={**({"FORCE_CPU_ONLY_INPUT_TENSORS": "no"} if device == "gpu" else {}),
-                    **(settings.parameters or {})})
+                    **entry.settings(settings, device), **(settings.parameters or {})})
+    buckets = [int(size) for size in common["parameters"].get("batch_buckets", "").split(",") if size]
+    if buckets and settings.dynamic_batching is not None and not settings.dynamic_batching.preferred_batch_sizes:
+        # The dynamic batcher forms the sizes the model runs without padding.
+        common["dynamic_batching"] = config.DynamicBatching(buckets, settings.dynamic_batching.max_queue_delay_us)
     if device == "gpu":
         # The first run of each batch size in each instance's process is slow on a GPU (kernels load,
         # cuDNN chooses algorithms): the server runs the small ones before it reports ready. Not all of

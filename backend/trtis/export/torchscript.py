@@ -5,30 +5,34 @@ from __future__ import annotations
 
 import copy
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
 
 class HalfPrecision(torch.nn.Module):
-    """Runs ``module`` in FP16: inputs cast to half, floating outputs back to float."""
+    """Runs ``module`` in FP16: floating inputs cast to half, floating outputs back to float, so the
+    config and the ensemble keep FP32 tensors."""
 
     def __init__(self, module: torch.nn.Module):
         super().__init__()
         self.module = module.half()
 
-    def forward(self, x: torch.Tensor):
-        return tuple(out.float() for out in self.module(x.half()))
+    def forward(self, *inputs: torch.Tensor):
+        outputs = self.module(*(x.half() if x.is_floating_point() else x for x in inputs))
+        outputs = (outputs,) if isinstance(outputs, torch.Tensor) else outputs
+        return tuple(out.float() if out.is_floating_point() else out for out in outputs)
 
 
 def export(module: torch.nn.Module, example_inputs: Sequence[torch.Tensor], device: str = "cpu",
-           half: bool = False) -> bytes:
-    """Trace ``module`` on ``device`` (FP16 when ``half``, which needs CUDA) and serialize it."""
+           half: bool = False, half_module: Callable[[torch.nn.Module], torch.nn.Module] = HalfPrecision) -> bytes:
+    """Trace ``module`` on ``device`` (its FP16 form by ``half_module`` when ``half``, which needs
+    CUDA) and serialize it."""
     if half and not device.startswith("cuda"):
         raise ValueError("FP16 TorchScript is for CUDA devices; export FP32 for the CPU")
     module = copy.deepcopy(module).eval().to(device)  # the caller's module stays as it was
     if half:
-        module = HalfPrecision(module)
+        module = half_module(module)
     inputs = tuple(t.to(device) for t in example_inputs)
     with torch.inference_mode():
         traced = torch.jit.trace(module, inputs, check_trace=False)

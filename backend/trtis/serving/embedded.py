@@ -121,8 +121,23 @@ def command(home: Path, repository: Path, host: str, http_port: int, grpc_port: 
         f"--metrics-address={host}", f"--metrics-port={metrics_port}",
         f"--log-verbose={log_verbose}",
         *([f"--backend-config=python,shm-region-prefix-name={shm_prefix}"] if shm_prefix else []),
+        *[f"--cuda-memory-pool-byte-size={gpu}:{CUDA_MEMORY_POOL_BYTES}" for gpu in range(gpu_count())],
         *security.server_flags(),
     ]
+
+
+# Triton moves GPU tensors between the models of an ensemble through a CUDA memory pool per GPU, 64 MB
+# by default: a batch of 45 float32 512x512 images is 141 MB, and what the pool cannot hold goes
+# through host memory instead. 1 GB holds about 700 FP16 images in flight between two models.
+CUDA_MEMORY_POOL_BYTES = 1 << 30
+
+
+def gpu_count() -> int:
+    """The NVIDIA GPUs this machine shows (0 without a driver)."""
+    if shutil.which("nvidia-smi") is None:
+        return 0
+    listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
+    return sum(line.startswith("GPU ") for line in listed.stdout.splitlines()) if listed.returncode == 0 else 0
 
 
 def main() -> int:

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# On the GPU host, after setup.sh (see README.md here): the GPU pipeline's figures, one step a call.
+#   tools/device/gpu-figures.sh convert    convert.sh for the GPU (GPU preprocess, compiled network)
+#   tools/device/gpu-figures.sh serve      start the server on it (stays up for the next calls)
+#   tools/device/gpu-figures.sh bench      bench.sh on the test images
+#   tools/device/gpu-figures.sh evaluate   served mAP against the FP32 PyTorch model in process
+# Settings come from the environment (defaults in brackets): GPUS [0], INSTANCES ["2 2 1"] (pre/net/post per
+# GPU), MAX_BATCH [64], NAME [h100-gpu], DEVICE_NAME [what nvidia-smi says], LEVELS, SECONDS; reports go to
+# $OUT (the device tool's folder) or reports/.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$root"
+[ -e .venv ] || ln -s /tmp/trtis/venv .venv  # setup.sh packages made it; each transfer drops the link
+export PYTHONUNBUFFERED=1
+out="${OUT:-$root/reports}"
+read -r pre net post <<< "${INSTANCES:-2 2 1}"
+gpus="${GPUS:-0}"
+card="${DEVICE_NAME:-$(nvidia-smi --query-gpu=name --format=csv,noheader | sort | uniq -c | sed 's/^ *//' | paste -sd,)}"
+images=.device/extras/test
+# The test split, generated where the images are used (the host has scikit-image): one transfer less.
+[ -f "$images/instances_test.json" ] || example/detection/python.sh -m detection.dataset --split test \
+  --count "${IMAGES:-200}" --output "$images"
+case "${1:-}" in
+  convert)
+    example/detection/convert.sh --preprocess-format gpu --network-format compiled --gpus "$gpus" \
+      --max-batch-size "${MAX_BATCH:-64}" --preprocess-instances "$pre" --network-instances "$net" \
+      --postprocess-instances "$post" --warmup-max-batch "${WARMUP:-4}" --check-images "$images"/images/3_00000{0,1,2}.jpg ;;
+  serve)
+    ./start.sh --restart --timeout 900
+    nvidia-smi --query-gpu=index,memory.used --format=csv
+    # GPU memory per process (each model instance is a triton_python_backend_stub named after it).
+    nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader | while IFS=, read -r pid used; do
+      echo "$used $(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -o '[^ /]*_[0-9]*_[0-9]*' | head -1)"
+    done ;;
+  bench)
+    # shellcheck disable=SC2086
+    example/detection/bench.sh --image-dir "$images/images" --concurrency ${LEVELS:-1 8 32 64 128 256} \
+      --seconds "${SECONDS_PER_LEVEL:-10}" --warmup 5 --clients "${CLIENTS:-4}" --batches 1 8 32 64 \
+      --naive-concurrency "${NAIVE:-16}" --output "$out" --name "${NAME:-h100-gpu}" --device "$card" ;;
+  evaluate)
+    .venv/bin/python example/detection/evaluate.py --dataset "$images" --url 127.0.0.1:7001 \
+      --report "$out/${NAME:-h100-gpu}-map.md" ;;
+  *) echo "usage: $0 convert|serve|bench|evaluate" >&2; exit 2 ;;
+esac

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Pack what a GPU host without a package index needs to run the GPU figures (see README.md here).
+#   tools/device/pack.sh            -> .device/server.tar.xz  (the embedded Triton server, trimmed)
+#                                      .device/extras/numpy/  (numpy below 2, for Python 3.12)
+#                                      .device/extras/wheels/ (the other wheels)
+# (The test images are generated on the GPU host itself: gpu-figures.sh.)
+# Run it on this machine after ./install.sh; each bundle fits one 64 MiB transfer beside the tree.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$root"
+python=.venv/bin/python
+[ -x "$python" ] || { echo "pack.sh: run ./install.sh first" >&2; exit 1; }
+site="$("$python" -c 'import site; print(site.getsitepackages()[0])')"
+py=3.12  # the GPU host's Python (the stub of this version is kept, the others dropped)
+mkdir -p .device/extras/numpy .device/extras/wheels
+
+# 1. The server: the pytriton package (its tritonserver binary, the python backend, the stub for $py)
+#    and the bundled libraries, without the other stubs and the bundled libpython 3.13.
+if [ ! -f .device/server.tar.xz ]; then
+  tar -C "$site" -cJf .device/server.tar.xz \
+    --exclude="pytriton/tritonserver/python_backend_stubs/3.[0-9]" \
+    --exclude="pytriton/tritonserver/python_backend_stubs/3.1[013-9]" \
+    --exclude="nvidia_pytriton.libs/libpython3-*" \
+    pytriton nvidia_pytriton.libs
+fi
+
+# 2. Wheels the GPU host lacks (numpy below 2 for the Python backend, alone: it is the largest; the gRPC
+#    client; COCO scoring).
+pins() { grep -E "^($(echo "$@" | tr ' ' '|'))==" constraints.txt; }
+download() {
+  "$python" -m pip download --quiet --no-deps --only-binary=:all: --python-version "$py" --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    --platform manylinux1_x86_64 -d "$@"
+}
+download .device/extras/numpy $(pins numpy)
+download .device/extras/wheels $(pins tritonclient grpcio protobuf pycocotools) python-rapidjson
+
+du -sh .device/server.tar.xz .device/extras/*
