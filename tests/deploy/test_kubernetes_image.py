@@ -64,7 +64,8 @@ def test_dockerfile_uses_the_projects_image_tag_and_pins():
     text = DOCKERFILE.read_text()
     assert re.search(r"^ARG TRITON_TAG=(\S+)$", text, re.M)[1] + "-py3" == docker.DEFAULT_IMAGE.rsplit(":", 1)[1]
     pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)$", (ROOT / "constraints.txt").read_text(), re.M))
-    assert f'"opencv-python-headless=={pins["opencv-python-headless"]}"' in text
+    for package in ("opencv-python-headless", "pillow"):
+        assert f'"{package}=={pins[package]}"' in text, package
     assert pins["numpy"].startswith("1.") and '"numpy<2"' in text
     ignored = (KUBERNETES / "Dockerfile.dockerignore").read_text().split()
     copied = re.findall(r"^COPY (\S+) ", text, re.M)

@@ -14,7 +14,7 @@ from detection import pipeline
 from detection.matching import compare_detections
 from detection.client import image_files
 from trt_client import client
-from trt_client.errors import InferenceFailed
+from trt_client.errors import InvalidInput
 from trtis import verify
 
 TEST_DATA = Path(__file__).resolve().parents[2] / "example" / "test-data"
@@ -57,9 +57,9 @@ def test_a_corrupt_image_among_good_ones_fails_alone(detection_server, reference
             try:
                 index, results = runner.get(timeout=120)
                 outcomes[index] = results
-            except InferenceFailed as error:
+            except InvalidInput as error:  # a bad image is the client's error (INVALID_ARGUMENT)
                 outcomes[error.input_id] = error
-    assert isinstance(outcomes[2], InferenceFailed) and "detection-preprocess" in str(outcomes[2])
+    assert isinstance(outcomes[2], InvalidInput) and "detection-preprocess" in str(outcomes[2])
     for index in (0, 1, 3, 4, 5):
         expected = reference([requests[index]])
         verify.require(compare_detections("batched", expected, outcomes[index], 1.0, 1e-3))
