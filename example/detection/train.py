@@ -162,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", type=Path)
     args = parser.parse_args(argv)
+    if args.images < args.batch_size:
+        parser.error(f"--images {args.images} makes no batch of --batch-size {args.batch_size} (incomplete batches "
+                     f"are dropped): generate at least {args.batch_size} images, or lower --batch-size")
     args.warmup = min(args.warmup, max(1, args.iterations // 10))
     args.output.mkdir(parents=True, exist_ok=True)
     result = train(args)

@@ -40,6 +40,14 @@ def test_split_is_valid_coco_with_boxes_inside_and_every_class(tmp_path):
     assert len(loaded.getImgIds()) == 30
 
 
+def test_training_refuses_a_configuration_that_makes_no_batch(tmp_path, capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        train.main(["--output", str(tmp_path), "--device", "cpu", "--images", "8", "--batch-size", "32"])
+    assert "--images 8 makes no batch of --batch-size 32" in capsys.readouterr().err
+
+
 def test_a_short_cpu_training_run_lowers_the_loss_and_resumes(tmp_path):
     common = ["--device", "cpu", "--input-size", "128", "--images", "4", "--batch-size", "4", "--workers", "0",
               "--lr", "1e-3", "--warmup", "4"]

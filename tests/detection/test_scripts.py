@@ -48,14 +48,14 @@ def test_convert_sh_refuses_bad_options(tmp_path):
     assert run.returncode != 0 and "multiple of 32" in run.stderr
     run = subprocess.run([str(CONVERT), "--checkpoint", str(tmp_path / "none.pth"), "--output", str(tmp_path)],
                          capture_output=True, text=True, timeout=120)
-    assert run.returncode != 0 and "none.json not found" in run.stderr
+    assert run.returncode != 0 and f"checkpoint {tmp_path / 'none.pth'} not found" in run.stderr
 
 
 @pytest.mark.parametrize("options, message", [
     (["--gpus", "0,x"], "not a list of GPU numbers"),
     (["--gpus", "1,1"], "distinct"),
-    (["--gpus", "0"], "the ONNX network runs on the CPU"),
-    (["--gpus", "0", "--network-format", "torchscript"], "no CUDA GPU here"),
+    (["--gpus", "0"], "the onnx format runs on the CPU"),
+    (["--gpus", "0", "--network-format", "torchscript"], "this machine has no CUDA GPU"),
 ])
 def test_convert_sh_refuses_gpus_it_cannot_use(tmp_path, options, message):
     if torch.cuda.is_available() and "torchscript" in options:
@@ -79,3 +79,15 @@ def test_client_sh_prints_detections_and_writes_annotated_images(detection_serve
                           str(ROOT / "example" / "test-data" / "3_000000.jpg")], capture_output=True, text=True,
                          timeout=120)
     assert run.returncode == 1 and "model 'nope' version 1 is not ready" in run.stderr
+
+
+def test_client_sh_reports_a_missing_or_bad_image_and_goes_on(detection_server, tmp_path):
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    run = subprocess.run([str(CLIENT), "--url", detection_server.grpc_url, "--output", str(tmp_path / "out"),
+                          str(tmp_path / "missing.jpg"), str(tmp_path / "broken.jpg"),
+                          str(ROOT / "example" / "test-data" / "3_000000.jpg")], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert "3_000000.jpg:" in run.stdout and "missing.jpg: no such file" in run.stderr
+    assert "broken.jpg: " in run.stderr and "detection-preprocess" in run.stderr
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["3_000000.jpg"]
