@@ -12,7 +12,7 @@ import json
 import torch
 import triton_python_backend_utils as pb_utils
 from gpu_preprocess import preprocess
-from letterbox import MAX_PIXELS
+from letterbox import model_settings
 from torch.utils.dlpack import to_dlpack
 
 OUTPUTS = ("image", "meta_affine", "meta_size")
@@ -21,9 +21,7 @@ OUTPUTS = ("image", "meta_affine", "meta_size")
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
-        parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
-        self.size = int(parameters["input_size"])
-        self.max_pixels = int(parameters.get("max_pixels", MAX_PIXELS))
+        self.size, self.max_pixels = model_settings(config)
         image = next(output for output in config["output"] if output["name"] == OUTPUTS[0])
         self.dtype = torch.float16 if image["data_type"] == "TYPE_FP16" else torch.float32
         gpu = args.get("model_instance_kind") == "GPU"

@@ -22,6 +22,12 @@ STD_BGR = np.array([0.28863828, 0.27408164, 0.27809835], np.float32)
 MAX_PIXELS = 40_000_000
 
 
+def model_settings(config: dict) -> tuple[int, int]:
+    """A preprocess model's input size and pixel limit, from the parameters of its Triton config."""
+    parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+    return int(parameters["input_size"]), int(parameters.get("max_pixels", MAX_PIXELS))
+
+
 def letterbox_affine(height: int, width: int, size: int) -> np.ndarray:
     """The 2x3 transform from original-image pixels to network-input pixels (official
     ``get_affine_transform(c=(w/2, h/2), s=max(h, w), rot=0, output=(size, size))``)."""

@@ -11,7 +11,7 @@ import os
 
 import cv2
 import triton_python_backend_utils as pb_utils
-from letterbox import MAX_PIXELS, preprocess_batch
+from letterbox import model_settings, preprocess_batch
 
 OUTPUTS = ("image", "meta_affine", "meta_size")
 
@@ -19,9 +19,7 @@ OUTPUTS = ("image", "meta_affine", "meta_size")
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
-        parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
-        self.size = int(parameters["input_size"])
-        self.max_pixels = int(parameters.get("max_pixels", MAX_PIXELS))
+        self.size, self.max_pixels = model_settings(config)
         # Instances run side by side: share the cores between them rather than oversubscribe.
         instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1
         cv2.setNumThreads(max(1, (os.cpu_count() or 1) // instances))

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from trtis.serving import serve
 from detection import pipeline
 from detection.convert import DEFAULT_CHECKPOINT, Options, convert, preprocess_stage
-from detection.reference import ReferencePipeline
 from detection.network import load_network
+from detection.reference import ReferencePipeline
+from served_repository import INPUT_SIZE, OPENCV_PREPROCESS
 from trtis import repository
-
-INPUT_SIZE = 256
-OPENCV_PREPROCESS = "detection-preprocess-opencv"
+from trtis.serving import serve
 
 
 @pytest.fixture(scope="session")

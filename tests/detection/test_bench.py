@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from conftest import OPENCV_PREPROCESS
+from served_repository import OPENCV_PREPROCESS
 from detection import pipeline, workload
 from trtis import config, repository
 from trtis.bench.baselines import stacked

@@ -67,7 +67,7 @@ def test_a_short_cpu_training_run_lowers_the_loss_and_resumes(tmp_path):
 
 
 def test_evaluation_through_the_server_agrees_with_in_process(detection_server, tmp_path):
-    from conftest import INPUT_SIZE
+    from served_repository import INPUT_SIZE
 
     run = subprocess.run([sys.executable, str(ROOT / "example" / "detection" / "evaluate.py"), "--seed", "3",
                           "--num-images", "8", "--url", detection_server.grpc_url, "--input-size", str(INPUT_SIZE),

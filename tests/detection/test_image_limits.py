@@ -21,7 +21,7 @@ from tritonclient.utils import InferenceServerException
 from detection import letterbox, pipeline
 from trtis.serving import launcher, process
 
-from conftest import OPENCV_PREPROCESS
+from served_repository import OPENCV_PREPROCESS
 
 ROOT = Path(__file__).resolve().parents[2]
 SIDE = 9000  # 81 megapixels: twice the limit, 243 MB once decoded

@@ -10,7 +10,7 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from conftest import INPUT_SIZE
+from served_repository import INPUT_SIZE
 from detection import dataset, pipeline
 from detection.convert import DEFAULT_CHECKPOINT, Options, calibration_feeds, convert
 from detection.matching import REDUCED, centres, compare_detections, decoded

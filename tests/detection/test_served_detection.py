@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from conftest import INPUT_SIZE, OPENCV_PREPROCESS
+from served_repository import INPUT_SIZE, OPENCV_PREPROCESS
 from detection import pipeline
 from detection.matching import compare_detections
 from detection.client import image_files
