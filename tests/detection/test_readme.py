@@ -20,23 +20,23 @@ def served(detection_repository, tmp_path_factory):
     """(checkout, ports) with the server the README's start block started; its stop block ends it."""
     root = checkout(tmp_path_factory.mktemp("docs") / "checkout", detection_repository[0])
     ports = Ports(launcher.free_port(), launcher.free_port(), launcher.free_port())
-    assert "healthy" in shell(root, ports, "readme-start").stdout
+    assert "healthy" in shell_blocks(root, ports, "readme-start").stdout
     try:
         yield root, ports
-        run = shell(root, ports, "readme-stop")
+        run = shell_blocks(root, ports, "readme-stop")
         assert "Server stopped." in run.stdout and not launcher.running(root / ".triton")
     finally:
         launcher.stop(root / ".triton")
 
 
-def shell(root, ports: Ports, name: str) -> subprocess.CompletedProcess:
+def shell_blocks(root, ports: Ports, name: str) -> subprocess.CompletedProcess:
     """The shell blocks named ``name``, run one after the other; the output of the last."""
     for block in blocks_named(name):
         run = run_shell(addressed(block.code, ports), root)
     return run
 
 
-def python(root, ports: Ports, name: str, monkeypatch) -> dict:
+def python_blocks(root, ports: Ports, name: str, monkeypatch) -> dict:
     """The Python blocks named ``name``, run in one namespace from the checkout; that namespace."""
     monkeypatch.chdir(root)
     namespace: dict = {}
@@ -47,12 +47,12 @@ def python(root, ports: Ports, name: str, monkeypatch) -> dict:
 
 def test_readme_tour_detects_and_benchmarks(served, monkeypatch):
     root, ports = served
-    run = shell(root, ports, "readme-detect")
+    run = shell_blocks(root, ports, "readme-detect")
     assert re.search(r"3_000001\.jpg: [1-9]\d* detection\(s\) with score >= 0\.5", run.stdout), run.stdout
     assert "run and async_run agree" in run.stdout and (root / "detections" / "3_000001.jpg").is_file()
-    results = python(root, ports, "readme-client", monkeypatch)["results"]
+    results = python_blocks(root, ports, "readme-client", monkeypatch)["results"]
     assert results["boxes"].shape == (1, 100, 4) and results["scores"].shape == results["classes"].shape == (1, 100)
-    shell(root, ports, "readme-bench")
+    shell_blocks(root, ports, "readme-bench")
     report = json.loads((root / "reports" / "tour.json").read_text())
     assert [row["concurrency"] for row in report["served"]] == [1, 2]
     assert all(row["errors"] == 0 and row["throughput"] > 0 for row in report["served"])
@@ -61,40 +61,40 @@ def test_readme_tour_detects_and_benchmarks(served, monkeypatch):
 
 def test_serving_page(served, monkeypatch):
     root, ports = served
-    run = shell(root, ports, "serving-lifecycle").stdout
+    run = shell_blocks(root, ports, "serving-lifecycle").stdout
     assert run.count("Triton is ready") == 2 and "healthy" in run and "Server stopped." in run
     assert launcher.running(root / ".triton")
-    server = python(root, ports, "serving-python", monkeypatch)["server"]
+    server = python_blocks(root, ports, "serving-python", monkeypatch)["server"]
     assert server.ports != ports and not launcher.running(server.state_dir), "serve() ran its own server, then stopped it"
 
-    health, metadata, config = shell(root, ports, "serving-curl").stdout.splitlines()
+    health, metadata, config = shell_blocks(root, ports, "serving-curl").stdout.splitlines()
     assert health == "200" and json.loads(metadata)["name"] == "detection"
     assert json.loads(json.loads(config)["parameters"]["class_names"]["string_value"])[0] == "circle"
 
     answer = {o["name"]: np.array(o["data"]).reshape(o["shape"])
-              for o in json.loads(shell(root, ports, "serving-infer").stdout)["outputs"]}
-    expected = python(root, ports, "readme-client", monkeypatch)["results"]  # the same image through trt_client
+              for o in json.loads(shell_blocks(root, ports, "serving-infer").stdout)["outputs"]}
+    expected = python_blocks(root, ports, "readme-client", monkeypatch)["results"]  # the same image through trt_client
     np.testing.assert_allclose(answer["scores"], expected["scores"], atol=1e-6)
     np.testing.assert_allclose(answer["boxes"], expected["boxes"], atol=1e-3)
     np.testing.assert_array_equal(answer["classes"], expected["classes"])
 
-    metrics = shell(root, ports, "serving-metrics").stdout
+    metrics = shell_blocks(root, ports, "serving-metrics").stdout
     assert int(re.search(r'^nv_inference_request_success\{model="detection",version="1"\} (\d+)', metrics, re.M)[1]) >= 1
     assert 'nv_inference_exec_count{model="detection-network",version="1"}' in metrics
 
-    stats = json.loads(shell(root, ports, "serving-stats").stdout)
+    stats = json.loads(shell_blocks(root, ports, "serving-stats").stdout)
     assert stats["model_stats"][0]["name"] == "detection" and stats["model_stats"][0]["inference_count"] >= 1
     refused = subprocess.run(["curl", "-s", f"http://127.0.0.1:{ports.http}/v2/models/detection/stats"],
                              capture_output=True, text=True)
     assert "restricted" in refused.stdout, "the statistics need the admin key the page uses"
 
-    logs = shell(root, ports, "serving-logs").stdout
+    logs = shell_blocks(root, ports, "serving-logs").stdout
     assert "successfully loaded 'detection'" in logs and "failed to load" not in logs
 
 
 def test_detection_page(served):
     root, ports = served
-    shell(root, ports, "detection-dataset")
+    shell_blocks(root, ports, "detection-dataset")
     assert len(list((root / "reports" / "test-split" / "images").iterdir())) == 8
     runs = [run_shell(line, root, timeout=600) for line in
             addressed(blocks_named("detection-evaluate")[0].code, ports).splitlines()]
@@ -113,7 +113,7 @@ def test_detection_page(served):
 
 def test_chinese_quick_start_client_code(served, monkeypatch, capsys):
     root, ports = served
-    namespace = python(root, ports, "zh-client", monkeypatch)
+    namespace = python_blocks(root, ports, "zh-client", monkeypatch)
     assert namespace["input_id"].startswith("image_") and namespace["names"][0] == "circle"
     printed = capsys.readouterr().out.splitlines()
     assert printed and all(line.split()[0] in namespace["names"] for line in printed)
