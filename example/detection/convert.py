@@ -307,12 +307,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--network-instances", type=int, default=2, help="per GPU where the network runs on GPUs")
     parser.add_argument("--postprocess-instances", type=int, default=1)
     parser.add_argument("--gpus", type=_gpu_list, default=(), metavar="0,1,...",
-                        help="GPUs the network's instances are spread over (torchscript, tensorrt; default: all)")
+                        help="GPUs the network's instances are spread over (torchscript, compiled, tensorrt; default: all)")
     parser.add_argument("--warmup-max-batch", type=int, default=4, metavar="N",
                         help="GPU networks: warm every instance up at batch sizes 1..N before serving (0: none)")
     parser.add_argument("--network-format", default="onnx", choices=export.CHOICES,
                         help="; ".join([f"{f.name}: {f.summary}" for f in export.FORMATS.values()] +
-                                       ["auto: tensorrt where possible, else the faster ONNX form measured here"]))
+                                       ["auto: tensorrt where possible, compiled on a GPU without it, else the "
+                                        "faster ONNX form measured here"]))
     parser.add_argument("--calibration-images", type=int, default=64, help="INT8: images to calibrate with")
     parser.add_argument("--calibration-dir", type=Path, help="INT8: folder of calibration images "
                         "(default: the example's generated validation split)")
