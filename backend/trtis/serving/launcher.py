@@ -236,6 +236,7 @@ def start(mode: str, repository: Path, host: str, ports: Ports, state_dir: Path,
                                   env=embedded.environment(), start_new_session=True)
     try:
         wait_ready(host, ports.http, timeout, still_running=lambda: keeper.poll() is None)
+        _wait_supervisor_ready(state_dir / STATE_FILE)
     except LaunchError as error:
         stop(state_dir)
         if keeper.poll() is None:  # it had not yet written its state file
@@ -243,6 +244,16 @@ def start(mode: str, repository: Path, host: str, ports: Ports, state_dir: Path,
         keeper.wait()
         raise LaunchError(f"{error}; last lines of {log_file}:\n{_tail(log_file)}") from error
     return mode
+
+
+def _wait_supervisor_ready(state_file: Path, timeout: float = 10) -> None:
+    """Return once the supervisor has seen the server ready too (it polls every 0.2 s), so that
+    ``--health`` right after a start does not catch it still saying "starting"."""
+    from trtis.serving.supervisor import read_state
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (read_state(state_file) or {}).get("status") != "ready":
+        time.sleep(0.1)
 
 
 def _start_docker(repository: Path, host: str, ports: Ports, state_dir: Path, timeout: float, image: str,
