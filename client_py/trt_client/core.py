@@ -18,6 +18,7 @@ import numpy as np
 from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE, KeepAliveOptions
 from tritonclient.utils import InferenceServerException
 
+from trt_client import labels
 from trt_client.errors import ModelNotReady, ServerUnreachable, TrtClientError, translate
 from trt_client.requests import RequestIds
 from trt_client.tensors import ModelSpec, TensorInfo, prepare, results
@@ -280,6 +281,15 @@ class InferenceState:
     @property
     def outputs(self) -> tuple[TensorInfo, ...]:
         return self.connected().outputs
+
+    @property
+    def class_names(self) -> tuple[str, ...] | None:
+        """The model's class names (its config's ``class_names`` parameter), or None when it has none."""
+        return self.connected().class_names
+
+    def names_of(self, classes: np.ndarray | Sequence) -> np.ndarray:
+        """A ``classes`` output with each index replaced by its class name (its number when unnamed)."""
+        return labels.name_classes(classes, self.class_names)
 
     def connected(self) -> ModelSpec:
         """The model's description; raises when the Inference is closed or not yet connected."""

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import np_to_triton_dtype, triton_to_np_dtype
 
+from trt_client import labels
 from trt_client.errors import InvalidInput
 
 
@@ -35,6 +37,7 @@ class ModelSpec:
     inputs: tuple[TensorInfo, ...]
     outputs: tuple[TensorInfo, ...]
     parameters: Mapping[str, str]  # the config's parameters (the detection ensemble names its classes there)
+    label_files: Mapping[str, str]  # output name -> its label_filename (a file Triton does not serve)
 
     @classmethod
     def from_server(cls, metadata: Mapping, config: Mapping) -> ModelSpec:
@@ -47,8 +50,15 @@ class ModelSpec:
 
         versions = metadata.get("versions") or [""]
         parameters = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+        label_files = {t["name"]: t["label_filename"] for t in config.get("output", []) if t.get("label_filename")}
         return cls(metadata["name"], versions[-1], max_batch, infos(metadata["inputs"]), infos(metadata["outputs"]),
-                   parameters)
+                   parameters, label_files)
+
+    @cached_property
+    def class_names(self) -> tuple[str, ...] | None:
+        """The names of the config's ``class_names`` parameter, or None; read when first asked, so that
+        a malformed parameter fails only the callers that want names."""
+        return labels.from_parameters(self.name, self.parameters)
 
     def describe(self) -> str:
         return ", ".join(str(t) for t in self.inputs)

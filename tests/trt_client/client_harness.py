@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import os
 import signal
 import subprocess
@@ -90,6 +91,23 @@ def echo_model(name: str = "echo", delay_ms: int = 0) -> repository.Model:
                                inputs=[config.Tensor("data", "BYTES", [1])],
                                outputs=[config.Tensor("echo", "BYTES", [1]), config.Tensor("length", np.int64, [1])])
     return repository.Model(echo, (HERE / "echo" / "model.py").read_bytes())
+
+
+CLASS_NAMES = ["cat", "dog", "bird"]
+
+
+def detector_model(name: str, class_names: list[str] | None = None, label_file: bool = False) -> repository.Model:
+    """A Python model shaped like the detection ensemble (``detector/model.py``), naming its classes
+    in the ``class_names`` parameter, or only in a label file of its ``classes`` output."""
+    parameters = {"class_names": json.dumps(class_names)} if class_names is not None else None
+    detector = config.model_config(name, backend="python", max_batch_size=8, parameters=parameters,
+                                   inputs=[config.Tensor("data", "BYTES", [1])],
+                                   outputs=[config.Tensor("boxes", np.float32, [5, 4]),
+                                            config.Tensor("scores", np.float32, [5]),
+                                            config.Tensor("classes", np.int32, [5],
+                                                          label_filename="labels.txt" if label_file else None)])
+    files = {"labels.txt": "\n".join(CLASS_NAMES).encode() + b"\n"} if label_file else {}
+    return repository.Model(detector, (HERE / "detector" / "model.py").read_bytes(), files=files)
 
 
 def bmp() -> bytes:

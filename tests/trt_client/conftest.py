@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from client_harness import KINDS, Clients, echo_model
+from client_harness import CLASS_NAMES, KINDS, Clients, detector_model, echo_model
 from trtis import repository
 from trtis.serving import serve
 
@@ -24,7 +24,9 @@ def echo_repository(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("echo_repository")
     queued = echo_model("queue-of-one", delay_ms=200)
     queued.config.dynamic_batching.default_queue_policy.max_queue_size = 1
-    repository.write_repository(root, [echo_model(), echo_model("slow-echo", delay_ms=20), queued])
+    repository.write_repository(root, [echo_model(), echo_model("slow-echo", delay_ms=20), queued,
+                                       detector_model("detector", CLASS_NAMES),
+                                       detector_model("detector-labels", label_file=True)])
     return root
 
 
