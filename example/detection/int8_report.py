@@ -1,5 +1,7 @@
-"""FP32 against INT8 on this machine, in one run: network-only latency and throughput in ONNX
-Runtime (same threads, same inputs) and COCO mAP of the served pipeline with each.
+"""FP32 against INT8 on this machine, in one run: network speed in ONNX Runtime and served mAP.
+
+Network-only latency and throughput in ONNX Runtime (same threads, same inputs), and COCO mAP of
+the served pipeline with each.
 
     python example/detection/int8_report.py [--num-images 100] [--threads 2] [--output reports/]
 

@@ -1,5 +1,6 @@
-"""Train the example's CenterNet on the synthetic dataset, as the official recipe does (focal
-loss on Gaussian heatmaps, L1 on sizes and offsets; random scale, shift and flip), from scratch.
+"""Train the example's CenterNet from scratch on the synthetic dataset, as the official recipe does.
+
+Focal loss on Gaussian heatmaps, L1 on sizes and offsets; random scale, shift and flip.
 
     python -m detection.train --output example/detection/weights --device cuda --minutes 8
     python -m detection.train --output /tmp/smoke --device cpu --input-size 128 --iterations 20 --images 8
