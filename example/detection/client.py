@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -16,6 +17,7 @@ import numpy as np
 
 from detection import pipeline
 from trt_client import client
+from trt_client import detections as trt_detections
 from trt_client.errors import InferenceFailed, InvalidInput, TrtClientError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,16 +32,11 @@ def image_files(paths: list[Path]) -> list[Path]:
     return files
 
 
-def detections(results: dict, class_names: list[str], threshold: float, index: int = 0) -> list[dict]:
-    """The detections of image ``index`` of a result, above ``threshold``."""
-    found = []
-    for box, score, label in zip(results[pipeline.BOXES][index], results[pipeline.SCORES][index],
-                                 results[pipeline.CLASSES][index]):
-        if score >= threshold:
-            name = class_names[label] if 0 <= label < len(class_names) else str(label)
-            found.append({"class": name, "class_id": int(label), "score": round(float(score), 4),
-                          "box": [round(float(v), 1) for v in box]})
-    return found
+def detections(results: dict, class_names: Sequence[str] | None, threshold: float, index: int = 0) -> list[dict]:
+    """The detections of image ``index`` of a result, above ``threshold``, as JSON-ready dicts."""
+    return [{"class": d.class_name, "class_id": d.class_id, "score": round(d.score, 4),
+             "box": [round(v, 1) for v in d.box]}
+            for d in trt_detections.detections(results, class_names, threshold, index=index)]
 
 
 PALETTE = [(0, 200, 255), (255, 120, 0), (80, 220, 80), (200, 60, 255), (0, 80, 255), (255, 220, 0)]
@@ -101,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no images found in {', '.join(str(p) for p in args.images)}")
     try:
         with client.Inference(args.url, args.model, "1") as runner:
-            class_names = json.loads(runner.spec.parameters.get("class_names", "[]"))
+            class_names = runner.class_names
             outputs = run_both_ways(runner, [f.read_bytes() for f in files])
     except TrtClientError as error:
         print(f"client.sh: {error}", file=sys.stderr)
