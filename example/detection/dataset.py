@@ -16,6 +16,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 CLASSES = ("circle", "rectangle", "triangle", "star", "cross", "ring")
@@ -36,11 +37,17 @@ class Sample:
 
 @functools.lru_cache(maxsize=None)
 def _photo(name: str) -> np.ndarray:
-    """A sample photograph from scikit-image's data folder (read as files: skimage is not imported)."""
+    """A sample photograph from scikit-image's data folder (read as files: skimage is not imported).
+
+    The PNGs are decoded by Pillow: OpenCV's libpng prints "iCCP: known incorrect sRGB profile" to
+    stderr for some of them, and both give the same pixels (the profile is not applied either way)."""
     spec = importlib.util.find_spec("skimage")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("scikit-image is not installed: its sample photographs are the dataset's backgrounds")
     path = Path(spec.submodule_search_locations[0]) / "data" / name
+    if path.suffix == ".png":
+        with Image.open(path) as png:
+            return cv2.cvtColor(np.asarray(png.convert("RGB")), cv2.COLOR_RGB2BGR)
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise RuntimeError(f"cannot read {path}")

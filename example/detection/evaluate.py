@@ -23,6 +23,7 @@ from detection import dataset, pipeline
 from detection.accuracy import in_process, score, served, table
 from detection.network import load_network
 from detection.reference import ReferencePipeline
+from trtis import quiet
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_CHECKPOINT = HERE / "weights" / "centernet_dlav0_34.pth"
@@ -50,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", type=Path, help="also write the table here (Markdown)")
     parser.add_argument("--dataset", type=Path, help="a split written by `python -m detection.dataset` (images/ and "
                         "instances_*.json) instead of generating one")
+    parser.add_argument("--verbose", action="store_true", help="log every step, third-party libraries' notices too")
     args = parser.parse_args(argv)
+    quiet.setup(args.verbose)
     if args.dataset:
         ground_truth, images = read_split(args.dataset)
         args.num_images = len(images)

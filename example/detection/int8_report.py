@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from detection import dataset, pipeline
 from detection.accuracy import score, served
-from detection.preprocess import TensorFlowPreprocess
+from trtis import quiet
 from trtis.serving import serve
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,7 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--calibration-images", type=int, default=64)
     parser.add_argument("--output", type=Path, default=ROOT / "reports", help="report folder")
+    parser.add_argument("--verbose", action="store_true", help="log every step, third-party libraries' notices too")
     args = parser.parse_args(argv)
+    quiet.setup(args.verbose)
+    from detection.preprocess import TensorFlowPreprocess  # TensorFlow loads after setup: --verbose shows its log
+
     seed = dataset.SPLIT_SEEDS["test"]
     ground_truth = dataset.coco_split(seed, args.num_images)
     images = [dataset.generate(seed, i).jpeg for i in range(args.num_images)]
@@ -81,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
             # The TensorRT form is served by ONNX Runtime here, as TensorRT would get it.
             subprocess.run([str(CONVERT), "--output", str(repo), "--network-format", fmt,
                             "--calibration-images", str(args.calibration_images),
-                            *(["--int8-form", form] if form else [])], check=True, stdout=subprocess.DEVNULL)
+                            *(["--int8-form", form] if form else []), *(["--verbose"] if args.verbose else [])],
+                           check=True, stdout=subprocess.DEVNULL)
             speed = network_speed(repo / pipeline.NETWORK / "1" / "model.onnx", preprocessed[:1], preprocessed,
                                   args.threads, args.runs)
             accuracy = served_map(repo, images, ground_truth, Path(tmp) / f"{fmt}-state")

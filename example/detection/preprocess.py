@@ -14,10 +14,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import tensorflow as tf
 
 from detection import pipeline
+from trtis import quiet
 from trtis.export import tensorflow as trtis_tf
+
+tf = quiet.import_tensorflow()
 
 
 def _little_endian(header: tf.Tensor, offset: int, length: int) -> tf.Tensor:

@@ -15,7 +15,7 @@ import urllib.parse
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from trtis import repository
+from trtis import quiet, repository
 from trtis.bench import report, tune
 from trtis.bench.measurement import benchmark, this_machine
 from trtis.bench.baselines import in_process_limit
@@ -64,6 +64,7 @@ def measurement_arguments(parser: argparse.ArgumentParser, *, concurrency: Seque
                              "when pointed there)")
     parser.add_argument("--name", default=name, help="report file names: NAME.json, NAME.md (and NAME.png)")
     parser.add_argument("--device", default=this_machine(), help="how the report names this machine")
+    parser.add_argument("--verbose", action="store_true", help="log every step, third-party libraries' notices too")
 
 
 def bench_arguments(parser: argparse.ArgumentParser, *, output: Path, name: str,
@@ -100,6 +101,7 @@ def run_bench(args: argparse.Namespace, model: str, requests: Sequence[Request],
               subject: str | None = None, columns: Sequence[report.Column] | None = None,
               reproduce: str | None = None) -> int:
     """Measure, write the three report files, print the table."""
+    quiet.setup(args.verbose)
     try:
         headers = key_headers(args)
     except SecurityError as error:
@@ -153,6 +155,7 @@ def run_tune(args: argparse.Namespace, model: str, instances: Mapping[str, Seque
              requests: Sequence[Request], source: str, *, overrides: Mapping[str, StepFunction] | None = None,
              reproduce: str | None = None) -> int:
     """Sweep, write the report, print it, and apply the winner when asked."""
+    quiet.setup(args.verbose)
     root = args.model_repository.resolve()
     configs = repository.read_configs(root)
     try:

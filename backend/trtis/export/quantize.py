@@ -26,6 +26,8 @@ import onnx
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from tqdm import tqdm
 
+from trtis import quiet
+
 log = logging.getLogger(__name__)
 
 METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -105,10 +107,11 @@ def quantize_int8(model: onnx.ModelProto, feeds: Sequence[Feed], method: str = "
     with tempfile.TemporaryDirectory() as tmp:
         source, target = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         onnx.save_model(model, source)
-        quantize_static(
-            source, target, FeedReader(feeds), quant_format=QuantFormat.QDQ, weight_type=QuantType.QInt8,
-            per_channel=True, calibrate_method=METHODS[method], nodes_to_exclude=list(nodes_to_exclude),
-            calibration_cache_path=cache, **FORMS[form])
+        with quiet.onnxruntime_quantization():
+            quantize_static(
+                source, target, FeedReader(feeds), quant_format=QuantFormat.QDQ, weight_type=QuantType.QInt8,
+                per_channel=True, calibrate_method=METHODS[method], nodes_to_exclude=list(nodes_to_exclude),
+                calibration_cache_path=cache, **FORMS[form])
         quantized = onnx.load_model(target)
     opset = max(o.version for o in quantized.opset_import if o.domain in ("", "ai.onnx"))
     if opset < 13:

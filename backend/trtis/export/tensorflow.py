@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import tensorflow as tf
-from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
+from trtis import quiet
 from trtis.config import Tensor
+
+tf = quiet.import_tensorflow()
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2  # noqa: E402
 
 
 def freeze(function: Callable, input_specs: Sequence[tf.TensorSpec], output_names: Sequence[str]) -> tf.compat.v1.GraphDef:
