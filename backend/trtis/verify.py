@@ -60,10 +60,13 @@ def within(tolerance: float | Mapping[str, float]) -> Callable[[str, Mapping[str
 
 
 def table(rows: Iterable[Comparison]) -> str:
-    """A small text table of comparisons."""
-    lines = [f"{'stage':<34} {'output':<12} {'max |diff|':>11} {'tolerance':>10}  ok"]
+    """A small text table of comparisons, its columns as wide as their longest entry."""
+    rows = list(rows)
+    stage = max([len("stage"), *(len(row.stage) for row in rows)])
+    output = max([len("output"), *(len(row.output) for row in rows)])
+    lines = [f"{'stage':<{stage}} {'output':<{output}} {'max |diff|':>11} {'tolerance':>10}  ok"]
     for row in rows:
-        lines.append(f"{row.stage:<34} {row.output:<12} {row.max_abs:>11.3g} {row.tolerance:>10.3g}  "
+        lines.append(f"{row.stage:<{stage}} {row.output:<{output}} {row.max_abs:>11.3g} {row.tolerance:>10.3g}  "
                      f"{'yes' if row.ok else 'NO'}")
     return "\n".join(lines)
 
