@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -75,9 +76,30 @@ def _ready_url(host: str, port: int) -> str:
     return f"http://{_probe_host(host)}:{port}/v2/health/ready"
 
 
-def _tail(path: Path, lines: int = 60) -> str:
+# Triton's line for a model that did not load; its reason is one quoted, escaped string:
+#   E1126 07:26:52.406581 8170 model_lifecycle.cc:642] "failed to load 'broken' version 1: Internal: ...\n\nAt:\n..."
+LOAD_FAILURE = re.compile(r"\] \"failed to load '(?P<model>[^']+)' version (?P<version>\d+): (?P<reason>.*?)(\\n|\"$)", re.M)
+
+
+def load_failures(log: str) -> list[str]:
+    """Each model the log says did not load, with Triton's reason (its first line), once."""
+    found = [f"model '{m['model']}' (version {m['version']}) did not load: {m['reason'].strip()}"
+             for m in LOAD_FAILURE.finditer(log)]
+    return list(dict.fromkeys(found))
+
+
+def _why(log: str, path: str, lines: int = 60) -> str:
+    """What a failed start shows: the models that did not load and where the whole log is, or
+    (no model named there) the end of the log."""
+    failures = load_failures(log)
+    if failures:
+        return "\n".join([*failures, f"(the whole log: {path})"])
+    return f"last lines of {path}:\n" + "\n".join(log.splitlines()[-lines:])
+
+
+def _log_text(path: Path) -> str:
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        return path.read_text(errors="replace")
     except OSError:
         return "(no log)"
 
@@ -149,11 +171,12 @@ def running(state_dir: Path) -> bool:
     return bool(_recorded(state_dir)) or _bare_pid_server(state_dir) is not None
 
 
-def stop(state_dir: Path, timeout: float = 30) -> bool:
+def stop(state_dir: Path, timeout: float = 30, *, after_failed_start: bool = False) -> bool:
     """Stop the server started from ``state_dir``; returns whether one was running.
 
     Only processes the state file proves are ours get a signal; then that server's leftover backend
-    processes end and its shared-memory regions go, even when the server itself was killed."""
+    processes end and its shared-memory regions go, even when the server itself was killed. After a
+    failed start a dead server is expected: its state file is removed without a warning."""
     state_dir = Path(state_dir)
     container_file = state_dir / CONTAINER_FILE
     if container_file.exists():
@@ -165,7 +188,7 @@ def stop(state_dir: Path, timeout: float = 30) -> bool:
     if state_file.exists():
         state, ours = _state(state_dir) or {}, _recorded(state_dir)
         was_running = bool(ours)
-        if not ours:
+        if not ours and not after_failed_start:
             pid = str((state.get("supervisor") or {}).get("pid", "?"))
             log.warning("stale state file %s: the server it records is not running (%s); removed it, "
                         "signalled nothing", state_file, _describe(pid))
@@ -238,11 +261,11 @@ def start(mode: str, repository: Path, host: str, ports: Ports, state_dir: Path,
         wait_ready(host, ports.http, timeout, still_running=lambda: keeper.poll() is None)
         _wait_supervisor_ready(state_dir / STATE_FILE)
     except LaunchError as error:
-        stop(state_dir)
+        stop(state_dir, after_failed_start=True)
         if keeper.poll() is None:  # it had not yet written its state file
             keeper.kill()
         keeper.wait()
-        raise LaunchError(f"{error}; last lines of {log_file}:\n{_tail(log_file)}") from error
+        raise LaunchError(f"{error}; {_why(_log_text(log_file), str(log_file))}") from error
     return mode
 
 
@@ -271,7 +294,8 @@ def _start_docker(repository: Path, host: str, ports: Ports, state_dir: Path, ti
     try:
         wait_ready(host, ports.http, timeout)
     except LaunchError as error:
-        raise LaunchError(f"{error}\n{docker.logs(result.stdout.strip())}") from error
+        container = result.stdout.strip()
+        raise LaunchError(f"{error}; {_why(docker.logs(container), f'docker logs {container}')}") from error
     return "docker"
 
 
