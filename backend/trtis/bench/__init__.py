@@ -4,7 +4,7 @@
 - ``load``: the load generator (concurrency levels, client processes) with Triton's statistics
 - ``statistics``, ``gpu_metrics``: Triton's per-model statistics; GPU figures from its metrics endpoint
 - ``in_process``, ``baselines``: the repository's models run in process through ``trtis.runtimes``,
-  a model alone per batch size, and a naive Flask server
+  a model alone per batch size, and a naive Flask server (``naive_server``, a process of its own)
 - ``measurement``, ``report``: the whole measurement and its JSON/Markdown/PNG report
 - ``tune``: the sweep of instance counts, max batch and queue delay, and the choice over levels
 - ``cli``: ``python -m trtis.bench`` and the options the example's bench.sh/tune.sh share

@@ -3,9 +3,6 @@
 server a user might write instead of Triton (Flask, one request at a time, same runtimes)."""
 from __future__ import annotations
 
-import io
-import json
-import multiprocessing
 import threading
 import time
 import urllib.request
@@ -14,12 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from tritonclient.grpc import model_config_pb2 as pb
 
 from trtis.bench.in_process import InProcessModel, StepFunction
 from trtis.bench.inputs import Request
 from trtis.bench.load import percentiles
-from trtis.config import ModelConfig
+from trtis.bench.naive_server import NaiveServer, encode_body, raw_input
 
 
 def rate(work: Callable[[int], object], batch: int, seconds: float) -> float:
@@ -71,93 +67,6 @@ def alone_limit(runner: InProcessModel, model: str, requests: Sequence[Request],
                                                       batch, seconds), 2)} for batch in batches]
 
 
-def _raw_input(config: ModelConfig) -> bool:
-    """Whether the naive server takes the request body as the model's one BYTES input, as a user
-    would post a file; otherwise the body is an ``.npz`` of numeric inputs."""
-    strings = [t for t in config.input if t.data_type == pb.TYPE_STRING]
-    if strings and len(config.input) > 1:
-        raise ValueError(f"the naive server takes one BYTES input or numeric inputs; {config.name!r} has "
-                         f"{[t.name for t in config.input]}: run without the naive baseline")
-    return bool(strings)
-
-
-def encode_body(request: Request, raw: bool) -> bytes:
-    if raw:
-        (array,) = request.values()
-        return bytes(array.reshape(-1)[0])
-    buffer = io.BytesIO()
-    np.savez(buffer, **request)
-    return buffer.getvalue()
-
-
-def _naive_server(root: str, model: str, overrides: Mapping[str, StepFunction], port: int, pipe) -> None:
-    """What a user might write without Triton: Flask and the same runtimes, one request at a time."""
-    import logging
-
-    from flask import Flask, Response, request
-    from werkzeug.serving import make_server
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log line per request
-    try:
-        runner = InProcessModel(root, model, overrides)
-        config = runner.configs[model]
-        raw = _raw_input(config)
-        shape = (1,) * (len(config.input[0].dims) + (config.max_batch_size > 0)) if raw else ()
-        app = Flask("naive")
-
-        @app.post("/infer")
-        def infer():
-            body = request.get_data()
-            if raw:
-                feed = {config.input[0].name: np.array([body], dtype=np.object_).reshape(shape)}
-            else:
-                with np.load(io.BytesIO(body), allow_pickle=False) as arrays:
-                    feed = dict(arrays)
-            outputs = runner(feed)
-            text = json.dumps({name: value.tolist() for name, value in outputs.items()},
-                              default=lambda item: item.decode("utf-8", "replace"))
-            return Response(text, mimetype="application/json")
-
-        server = make_server("127.0.0.1", port, app, threaded=False)  # no development-server banner
-    except Exception as error:  # noqa: BLE001 - handed to the parent, which raises it
-        pipe.send(f"{type(error).__name__}: {error}")
-        return
-    pipe.send(server.port)
-    server.serve_forever()
-
-
-class NaiveServer:
-    """The naive server in a process of its own, for a ``with`` block; ``port=0`` takes a free one."""
-
-    def __init__(self, root: Path | str, model: str, overrides: Mapping[str, StepFunction] | None = None,
-                 port: int = 0, timeout: float = 300):
-        self.root, self.model, self.overrides, self.port, self.timeout = str(root), model, dict(overrides or {}), port, timeout
-
-    def __enter__(self) -> NaiveServer:
-        context = multiprocessing.get_context("spawn")
-        receiver, sender = context.Pipe(duplex=False)
-        self.process = context.Process(target=_naive_server, daemon=True,
-                                       args=(self.root, self.model, self.overrides, self.port, sender))
-        self.process.start()
-        deadline = time.monotonic() + self.timeout
-        while not receiver.poll(0.5):
-            if not self.process.is_alive():
-                raise RuntimeError(f"the naive server exited while starting (exit code {self.process.exitcode})")
-            if time.monotonic() > deadline:
-                self.__exit__()
-                raise RuntimeError(f"the naive server did not start within {self.timeout:.0f} s")
-        answer = receiver.recv()
-        if isinstance(answer, str):
-            self.__exit__()
-            raise RuntimeError(f"the naive server could not start: {answer}")
-        self.port = answer
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.process.terminate()
-        self.process.join(10)
-
-
 def naive_level(port: int, requests: Sequence[Request], raw: bool, concurrency: int, seconds: float,
                 warmup: float) -> dict:
     """As ``load.measure``, against the naive server: one blocking HTTP client thread per request in flight."""
@@ -201,6 +110,6 @@ def naive_levels(root: Path | str, model: str, requests: Sequence[Request], leve
     """Start the naive server and measure it at each of ``levels``."""
     from trtis import repository
 
-    raw = _raw_input(repository.read_configs(Path(root))[model])
+    raw = raw_input(repository.read_configs(Path(root))[model])
     with NaiveServer(root, model, overrides, port) as server:
         return [naive_level(server.port, requests, raw, level, seconds, warmup) for level in progress(levels)]
