@@ -1,6 +1,7 @@
 """Models the embedded server cannot load: start.sh fails and shows the backend's reason."""
 from __future__ import annotations
 
+import copy
 import numpy as np
 import pytest
 
@@ -83,3 +84,18 @@ def test_warmup_runs_before_the_server_reports_ready(tmp_path):
                                  outputs=[config.Tensor("y", np.float32, [3])], warmup_batch_sizes=[1, 4])
     message = start_failure(tmp_path, repository.Model(warmed, buffer.getvalue()))
     assert "refusing an all-zero input" in message and "zero-averse" in message
+
+
+def test_start_sh_names_the_model_that_did_not_load_among_others_and_triton_s_reason(tmp_path, echo_model):
+    """One corrupt model.onnx among several models: the reason is deep in the log, not in its last lines."""
+    others = [repository.Model(copy.deepcopy(echo_model.config), echo_model.artefact) for _ in range(4)]
+    for index, other in enumerate(others):
+        other.config.name = f"echo-{index}"
+    broken = config.model_config("broken", platform="onnxruntime_onnx", max_batch_size=4,
+                                 inputs=[config.Tensor("x", np.float32, [2])], outputs=[config.Tensor("y", np.float32, [2])])
+    repository.write_repository(tmp_path / "repo", [*others, repository.Model(broken, b"corrupt bytes")])
+    result = start_script(tmp_path / "repo", tmp_path / "state").start("--timeout", "120")
+    assert result.returncode == 1
+    assert "model 'broken' (version 1) did not load: " in result.stderr and "INVALID_PROTOBUF" in result.stderr
+    assert f"(the whole log: {tmp_path / 'state' / 'tritonserver.log'})" in result.stderr
+    assert "stale state file" not in result.stderr, "its own failed start is no stale state"
