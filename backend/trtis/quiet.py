@@ -34,10 +34,12 @@ def verbose() -> bool:
     return logging.getLogger().isEnabledFor(logging.INFO)
 
 
-def setup(verbose: bool = False, format: str = "%(message)s") -> None:
-    """For a script, before it imports TensorFlow: log at WARNING (INFO with ``verbose``) and keep
-    TensorFlow's C++ INFO lines out of this process and its children unless ``verbose``."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format=format)
+def setup(verbose: bool = False) -> None:
+    """For a script, before it imports TensorFlow: log plain messages at WARNING (INFO with
+    ``verbose``) and keep TensorFlow's C++ INFO lines out of this process and its children unless
+    ``verbose``."""
+    logging.basicConfig(format="%(message)s")
+    logging.getLogger().setLevel(logging.INFO if verbose else logging.WARNING)
     _tensorflow_log_level()
 
 

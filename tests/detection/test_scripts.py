@@ -91,3 +91,23 @@ def test_client_sh_reports_a_missing_or_bad_image_and_goes_on(detection_server, 
     assert "3_000000.jpg:" in run.stdout and "missing.jpg: no such file" in run.stderr
     assert "broken.jpg: " in run.stderr and "detection-preprocess" in run.stderr
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["3_000000.jpg"]
+
+
+# What third-party libraries print unless asked: TensorFlow's absl INFO lines, libpng's iCCP warning
+# (a photo of the calibration images' backgrounds), ONNX Runtime's quantization hint.
+NOISE = ("I0000", "absl::InitializeLog", "libpng warning", "pre-processing before quantization")
+
+
+def test_convert_sh_is_quiet_unless_verbose_and_its_table_lines_up(tmp_path):
+    common = [str(CONVERT), "--random-init", "0", "--input-size", "128", "--network-format", "onnx-int8",
+              "--calibration-images", "18"]  # image 17 of the validation split has the PNG libpng warned about
+    run = subprocess.run([*common, "--output", str(tmp_path / "quiet")], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert [noise for noise in NOISE if noise in run.stderr] == [], run.stderr[-3000:]
+    table = [line for line in run.stdout.splitlines() if line.endswith(("  ok", "  yes", "  NO"))]
+    assert any("ONNX vs INT8 ONNX (cpu form)" in line for line in table)
+    assert len({len(line.rsplit(" ", 1)[0].rstrip()) for line in table}) == 1, "\n".join(table)
+    verbose = subprocess.run([*common, "--output", str(tmp_path / "verbose"), "--verbose"], capture_output=True,
+                             text=True, timeout=600)
+    assert verbose.returncode == 0, verbose.stderr[-3000:]
+    assert "oneDNN custom operations" in verbose.stderr and "pre-processing before quantization" in verbose.stderr
