@@ -22,7 +22,7 @@ class Answer:
     error: str | None = None
 
 
-def aligned(rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
+def _aligned(rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
     """The rows as lines of left-aligned columns, two spaces apart."""
     widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
     return [(indent + "  ".join(cell.ljust(width) for cell, width in zip(row, widths))).rstrip() for row in rows]
@@ -44,7 +44,7 @@ def _detection_lines(answer: Answer, class_names: Sequence[str] | None, threshol
     if found:
         rows = [["class", "score", "box (x1, y1, x2, y2)"]]
         rows += [[d.class_name, f"{d.score:.3f}", ", ".join(f"{v:.1f}" for v in d.box)] for d in found[:top_k]]
-        lines += aligned(rows)
+        lines += _aligned(rows)
     return lines
 
 
@@ -55,7 +55,7 @@ def _output_lines(answer: Answer, datatypes: Mapping[str, str]) -> list[str]:
         values = ", ".join(_value(v) for v in flat[:FIRST_VALUES].tolist())
         more = f", ... ({flat.size} values)" if flat.size > FIRST_VALUES else ""
         rows.append([name, datatypes.get(name, str(array.dtype)), str(list(array.shape)), values + more])
-    return [answer.file, *aligned(rows)]
+    return [answer.file, *_aligned(rows)]
 
 
 def table(answers: Sequence[Answer], class_names: Sequence[str] | None, datatypes: Mapping[str, str],

@@ -89,8 +89,9 @@ def images(tmp_path):
 
 @pytest.mark.parametrize("mode", [[], ["--async"]])
 def test_cli_prints_a_table_of_named_detections_and_an_error_row_per_bad_file(echo_server, images, mode):
-    run = subprocess.run([*CLI, "--url", echo_server.grpc_url, "--model", "detector", *mode, *map(str, images)],
-                         capture_output=True, text=True, timeout=120)
+    folder = images[0].parent
+    run = subprocess.run([*CLI, "--url", echo_server.grpc_url, "--model", "detector", *mode, *map(str, images),
+                          str(folder)], capture_output=True, text=True, timeout=120)
     assert run.returncode == 1
     two, broken, missing, none = map(str, images)
     lines = run.stdout.splitlines()
@@ -99,8 +100,9 @@ def test_cli_prints_a_table_of_named_detections_and_an_error_row_per_bad_file(ec
                          "  dog    0.900  0.0, 0.0, 10.0, 10.0",
                          "  cat    0.600  5.0, 5.0, 20.2, 20.0"]
     assert lines[4].startswith(f"{broken}: error: model 'detector' failed on the request: expected at most 5 lines")
-    assert lines[5:] == [f"{missing}: error: no such file", f"{none}: 0 detection(s) with score >= 0.3"]
-    assert run.stderr.strip() == "trt-client: 2 of 4 file(s) failed"
+    assert lines[5:] == [f"{missing}: error: no such file", f"{none}: 0 detection(s) with score >= 0.3",
+                         f"{folder}: error: not a regular file"]
+    assert run.stderr.strip() == "trt-client: 3 of 5 file(s) failed"
 
 
 def test_cli_threshold_and_top_k_choose_the_rows(echo_server, images):

@@ -89,7 +89,8 @@ def test_two_replicas_balanced_one_killed_mid_run_then_back(clients, tiny, tmp_p
         files = [tmp_path / f"{n}.txt" for n in range(4)]
         for n, path in enumerate(files):
             path.write_text(str(n))
-        command = subprocess.run([*CLI, "--url", a.grpc_url, "--url", b.grpc_url, "--model", MODEL, *map(str, files)],
+        command = subprocess.run([*CLI, "--url", a.grpc_url, "--url", b.grpc_url, "--model", MODEL, "--json",
+                                  *map(str, files)],
                                  capture_output=True, text=True, timeout=120)
         assert command.returncode == 0 and len(json.loads(command.stdout)["results"]) == 4, command.stderr
         before = {"a": served(a.grpc_url), "b": served(b.grpc_url)}
