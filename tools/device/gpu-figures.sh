@@ -4,9 +4,12 @@
 #   tools/device/gpu-figures.sh serve      start the server on it (stays up for the next calls)
 #   tools/device/gpu-figures.sh bench      bench.sh on the test images
 #   tools/device/gpu-figures.sh evaluate   served mAP against the FP32 PyTorch model in process
+#   tools/device/gpu-figures.sh mps on|off CUDA MPS control daemon (start it before the server)
+#   tools/device/gpu-figures.sh one-card   the converted repository's GPU instances, on GPU 0 only (the
+#                                          one-card baseline of a two-card run, without converting again)
 # Settings come from the environment (defaults in brackets): GPUS [0], INSTANCES ["2 2 1"] (pre/net/post per
-# GPU), MAX_BATCH [64], NAME [h100-gpu], DEVICE_NAME [what nvidia-smi says], LEVELS, SECONDS; reports go to
-# $OUT (the device tool's folder) or reports/.
+# GPU), MAX_BATCH [64], NAME [h100-gpu], DEVICE_NAME [what nvidia-smi says], LEVELS, SECONDS, BENCH_ARGS (more
+# bench.sh flags); reports go to $OUT (the device tool's folder) or reports/.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
@@ -36,9 +39,27 @@ case "${1:-}" in
     # shellcheck disable=SC2086
     example/detection/bench.sh --image-dir "$images/images" --concurrency ${LEVELS:-1 8 32 64 128 256} \
       --seconds "${SECONDS_PER_LEVEL:-10}" --warmup 5 --clients "${CLIENTS:-4}" --batches 1 8 32 64 \
-      --naive-concurrency "${NAIVE:-16}" --output "$out" --name "${NAME:-h100-gpu}" --device "$card" ;;
+      --naive-concurrency "${NAIVE:-16}" --output "$out" --name "${NAME:-h100-gpu}" --device "$card" ${BENCH_ARGS:-} ;;
   evaluate)
     .venv/bin/python example/detection/evaluate.py --dataset "$images" --url 127.0.0.1:7001 \
       --report "$out/${NAME:-h100-gpu}-map.md" ;;
-  *) echo "usage: $0 convert|serve|bench|evaluate" >&2; exit 2 ;;
+  mps)
+    # With MPS the instances' processes share one GPU context, so their kernels run side by side
+    # instead of in time slices. Start it before the server; `off` stops it after the server.
+    if [ "${2:-on}" = on ]; then nvidia-cuda-mps-control -d && echo "gpu-figures.sh: MPS on"
+    else echo quit | nvidia-cuda-mps-control && echo "gpu-figures.sh: MPS off"; fi ;;
+  one-card)
+    .venv/bin/python - <<'PY'
+from pathlib import Path
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+for path in Path("model_repository").glob("*/config.pbtxt"):
+    config = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+    for group in config.instance_group:
+        if group.gpus:
+            del group.gpus[1:]
+    path.write_text(text_format.MessageToString(config))
+PY
+    ;;
+  *) echo "usage: $0 convert|serve|bench|evaluate|mps on|off|one-card" >&2; exit 2 ;;
 esac
