@@ -83,8 +83,9 @@ class TensorFlowRuntime(Runtime):
     """A frozen GraphDef in a TF1-style session, fed and fetched by the config's names (``<name>:0``)."""
 
     def load(self, path: Path, parameters: Mapping[str, str]) -> None:
-        import tensorflow as tf
+        from trtis import quiet
 
+        tf = quiet.import_tensorflow()
         graph_def = tf.compat.v1.GraphDef()
         graph_def.ParseFromString(path.read_bytes())
         graph = tf.Graph()

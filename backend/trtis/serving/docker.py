@@ -92,7 +92,8 @@ def probe(container: str) -> str | None:
 
 
 def logs(container: str) -> str:
-    return _docker("logs", "--tail", "40", container).stdout
+    """The container's whole log: a failed start names each model that did not load from it."""
+    return _docker("logs", container).stdout
 
 
 def stop(container: str) -> None:
