@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -12,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from servers import start_script
-from trtis.serving import launcher, process
+from servers import listening, start_script
+from trtis.serving import launcher, mps, process
 
 
 @pytest.fixture
@@ -144,3 +145,12 @@ def test_a_damaged_prefix_can_match_no_other_servers_processes_or_memory(prefix,
     (tmp_path / launcher.STATE_FILE).write_text(json.dumps({"supervisor": None, "server": None, "shm_prefix": prefix}))
     stopped = start_script(tmp_path / "none", tmp_path).stop()
     assert stopped.returncode == 0 and "Traceback" not in stopped.stderr
+
+
+@pytest.mark.skipif(shutil.which(mps.CONTROL) is not None, reason="this host has CUDA MPS: the refusal cannot happen")
+def test_mps_without_the_nvidia_driver_is_refused_with_the_reason_and_leaves_nothing(echo_repository, tmp_path):
+    script = start_script(echo_repository, tmp_path)
+    refused = script.start("--mps")
+    assert refused.returncode == 1 and mps.CONTROL in refused.stderr and "without --mps" in refused.stderr, refused.stderr
+    assert not launcher.running(tmp_path) and not (tmp_path / mps.FOLDER).exists()
+    assert not listening(script.http)

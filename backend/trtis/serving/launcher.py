@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from trtis.serving import docker, embedded, process
+from trtis.serving import docker, embedded, mps, process
 from trtis.serving.security import ADMIN_HEADER, GrpcTls, Security, SecurityError, key_file, read_key
 
 log = logging.getLogger(__name__)
@@ -214,13 +214,15 @@ def stop(state_dir: Path, timeout: float = 30, *, after_failed_start: bool = Fal
             process.end(stubs, grace=0)
             was_running = True
         pid_file.unlink()
+    mps.stop(state_dir)  # after the server: its processes are MPS clients
     return was_running
 
 
 def start(mode: str, repository: Path, host: str, ports: Ports, state_dir: Path, timeout: float,
           image: str | None = None, log_verbose: int = 0, gpus: str = "all", *,
-          security: Security = Security()) -> str:
-    """Start the server; returns the mode it runs in. ``image`` None: ``docker.image_for`` picks it."""
+          security: Security = Security(), use_mps: bool = False) -> str:
+    """Start the server; returns the mode it runs in. ``image`` None: ``docker.image_for`` picks it.
+    ``use_mps``: under its own CUDA MPS control daemon (``trtis.serving.mps``), embedded mode only."""
     repository = Path(repository)
     if not repository.is_dir():
         raise LaunchError(f"model repository {repository} does not exist: run convert.sh first, or pass --model-repository")
@@ -246,6 +248,9 @@ def start(mode: str, repository: Path, host: str, ports: Ports, state_dir: Path,
         print(f"Mode auto: {mode}" + (f" ({reason})" if reason else ""))
     shm_prefix = process.new_shm_prefix()
     if mode == "docker":
+        if use_mps:
+            raise LaunchError("--mps starts MPS for the embedded server; for a container, run MPS on the host "
+                              "(docs/performance/gpu.md) and start without --mps")
         return _start_docker(repository, host, ports, state_dir, timeout, image, gpus, security, shm_prefix)
 
     log_file = state_dir / LOG_FILE
@@ -254,9 +259,16 @@ def start(mode: str, repository: Path, host: str, ports: Ports, state_dir: Path,
     supervised = [sys.executable, "-m", "trtis.serving.supervisor", "run", "--state-file", str(state_dir / STATE_FILE),
                   "--ready-url", _ready_url(host, ports.http), "--shm-prefix", shm_prefix,
                   "--startup-timeout", str(timeout), "--", *server_command]
+    environment = embedded.environment()
+    if use_mps:
+        try:
+            environment.update(mps.start(state_dir))
+        except mps.MpsError as error:
+            mps.stop(state_dir)
+            raise LaunchError(str(error)) from error
     with open(log_file, "wb") as log_output:
         keeper = subprocess.Popen(supervised, stdout=log_output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                  env=embedded.environment(), start_new_session=True)
+                                  env=environment, start_new_session=True)
     try:
         wait_ready(host, ports.http, timeout, still_running=lambda: keeper.poll() is None)
         _wait_supervisor_ready(state_dir / STATE_FILE)
@@ -358,14 +370,14 @@ class Server:
 def serve(repository: Path | str, *, host: str = "127.0.0.1", ports: Ports | Literal["free"] = "free",
           state_dir: Path | None = None, mode: str = "embedded", timeout: float = 300,
           log_verbose: int = 0, restricted: bool = False, inference_key: str | None = None,
-          grpc_tls: GrpcTls | None = None) -> Iterator[Server]:
+          grpc_tls: GrpcTls | None = None, use_mps: bool = False) -> Iterator[Server]:
     """Run a Triton server on ``repository`` for the duration of a ``with`` block.
 
     ``ports="free"`` picks three free ports, so servers can run side by side (tests, tuning
     sweeps). Without ``state_dir`` the state and log files go to a temporary folder. The admin APIs
     are open unless ``restricted`` (then ``Server.admin_headers`` holds the key they need, as
     ``start.sh`` locks them by default). Raises ``LaunchError`` with the end of the server's log
-    when it does not become ready.
+    when it does not become ready. ``use_mps`` as ``start.sh --mps``.
     """
     chosen = Ports(free_port(_probe_host(host)), free_port(_probe_host(host)), free_port(_probe_host(host))) \
         if ports == "free" else ports
@@ -373,7 +385,8 @@ def serve(repository: Path | str, *, host: str = "127.0.0.1", ports: Ports | Lit
         state = Path(state_dir) if state_dir is not None else Path(scratch)
         security = Security(admin_key=key_file(state / ADMIN_KEY_FILE) if restricted else None,
                             inference_key=inference_key, grpc_tls=grpc_tls)
-        started = start(mode, Path(repository), host, chosen, state, timeout, log_verbose=log_verbose, security=security)
+        started = start(mode, Path(repository), host, chosen, state, timeout, log_verbose=log_verbose, security=security,
+                        use_mps=use_mps)
         server = Server(Path(repository), host, chosen, state, started, security)
         try:
             yield server
@@ -412,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpus", default="all", help="Docker mode: the GPUs the container sees (e.g. 0,1,2,3); the "
                         "models' instance groups say which of them each model uses")
     parser.add_argument("--log-verbose", type=int, default=0)
+    parser.add_argument("--mps", action="store_true", help="GPU hosts: run the model instances under CUDA MPS (their "
+                        "own control daemon, stopped with the server), so their GPU work runs side by side")
     locks = parser.add_argument_group("access (docs/security.md)")
     locks.add_argument("--admin-key-file", type=Path, help="the key the admin APIs (logging, trace, shared memory, "
                        f"model repository, statistics) need in header '{ADMIN_HEADER}' (default: "
@@ -443,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
         security = _security(args)
         ports = Ports(args.http_port, args.grpc_port, args.metrics_port)
         mode = start(args.mode, args.model_repository, args.host, ports, args.state_dir, args.timeout,
-                     args.image, args.log_verbose, args.gpus, security=security)
+                     args.image, args.log_verbose, args.gpus, security=security, use_mps=args.mps)
     except (LaunchError, SecurityError, embedded.EmbeddedServerError) as error:
         print(f"start.sh: {error}", file=sys.stderr)
         return 1
