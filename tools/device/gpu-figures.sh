@@ -8,8 +8,8 @@
 #   tools/device/gpu-figures.sh one-card   the converted repository's GPU instances, on GPU 0 only (the
 #                                          one-card baseline of a two-card run, without converting again)
 # Settings come from the environment (defaults in brackets): GPUS [0], INSTANCES ["2 2 1"] (pre/net/post per
-# GPU), MAX_BATCH [64], NAME [h100-gpu], DEVICE_NAME [what nvidia-smi says], LEVELS, SECONDS, BENCH_ARGS (more
-# bench.sh flags); reports go to $OUT (the device tool's folder) or reports/.
+# GPU), MAX_BATCH [64], NAME [h100-gpu], DEVICE_NAME [what nvidia-smi says], LEVELS, SECONDS, START_ARGS (more
+# start.sh flags, e.g. --mps), BENCH_ARGS (more bench.sh flags); reports go to $OUT (the device tool's folder) or reports/.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
@@ -29,7 +29,8 @@ case "${1:-}" in
       --max-batch-size "${MAX_BATCH:-64}" --preprocess-instances "$pre" --network-instances "$net" \
       --postprocess-instances "$post" --warmup-max-batch "${WARMUP:-4}" --check-images "$images"/images/3_00000{0,1,2}.jpg ;;
   serve)
-    ./start.sh --restart --timeout 900
+    # shellcheck disable=SC2086
+    ./start.sh --restart --timeout 900 ${START_ARGS:-}
     nvidia-smi --query-gpu=index,memory.used --format=csv
     # GPU memory per process (each model instance is a triton_python_backend_stub named after it).
     nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader | while IFS=, read -r pid used; do
