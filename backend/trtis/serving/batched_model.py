@@ -33,13 +33,14 @@ def _is_array(value: Any) -> bool:
     return not type(value).__module__.startswith("torch")
 
 
-def _concatenate(values: list) -> Any:
+def _concatenate(values: list, device: str) -> Any:
+    """One batch of the requests' values; GPU tensors are gathered on the instance's ``device``: in an
+    ensemble spread over several GPUs a request's tensor may come from another card."""
     if all(_is_array(v) for v in values):
         return np.concatenate(values)
     import torch
 
-    device = next(v.device for v in values if not _is_array(v))
-    return torch.cat([torch.from_numpy(v).to(device) if _is_array(v) else v for v in values])
+    return torch.cat([torch.from_numpy(v).to(device) if _is_array(v) else v.to(device) for v in values])
 
 
 def _split(value: Any, sizes: list[int]) -> list:
@@ -111,6 +112,7 @@ class BatchedModel:
             # every core slowed two instances on two cores twentyfold.
             instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1
             parameters["intra_op_thread_count"] = str(max(1, (os.cpu_count() or 1) // instances))
+        self.device = device
         self.model = self.runtime(self.name, path, device, parameters, self.inputs, list(self.outputs),
                                   keep_on_device=True)
 
@@ -142,7 +144,7 @@ class BatchedModel:
         if not (self.batching and same_shapes and len(feeds) > 1):
             return [self._checked(self.run(feed), feed) for feed in feeds]
         sizes = [len(next(iter(feed.values()))) for feed in feeds]
-        batch = {name: _concatenate([feed[name] for feed in feeds]) for name in self.inputs}
+        batch = {name: _concatenate([feed[name] for feed in feeds], self.device) for name in self.inputs}
         outputs = self._checked(self.run(batch), batch)
         parts = {name: _split(value, sizes) for name, value in outputs.items()}
         return [{name: parts[name][i] for name in parts} for i in range(len(feeds))]
