@@ -123,6 +123,10 @@ class BatchedModel:
         except Exception as error:  # noqa: BLE001 - reported to the client, per request
             if len(feeds) == 1:
                 return [self._error(error)]
+            if not getattr(self, "_said_one_by_one", False):  # once: a bad request does it too
+                self._said_one_by_one = True
+                pb_utils.Logger.log_warn(f"model {self.name!r}: a batch of {len(feeds)} requests failed "
+                                         f"({type(error).__name__}: {error}); running them one by one (said once)")
         responses = []
         for feed in feeds:
             try:
