@@ -23,6 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--network-instances", type=int, nargs="+", default=[1, 2],
                         help="per GPU where the network's instance group is on GPUs")
     parser.add_argument("--postprocess-instances", type=int, nargs="+", default=[1])
+    parser.add_argument("--preprocess-threads", type=int, nargs="+", default=[],
+                        help="TensorFlow intra-op threads per preprocess instance to try (default: as configured)")
+    parser.add_argument("--network-threads", type=int, nargs="+", default=[],
+                        help="intra-op threads per network instance to try (CPU; 0: every core; default: as "
+                             "configured, else the cores shared by its instances)")
     cli.tune_arguments(parser, output=ROOT / "reports", name="tune-cpu", repository_path=ROOT / "model_repository",
                        max_batch_sizes=[8], max_queue_delays_us=[0, 2000])
     workload.image_arguments(parser)
@@ -35,10 +40,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     instances = {pipeline.PREPROCESS: args.preprocess_instances, pipeline.NETWORK: args.network_instances,
                  pipeline.POSTPROCESS: args.postprocess_instances}
+    threads = {model: counts for model, counts in ((pipeline.PREPROCESS, args.preprocess_threads),
+                                                   (pipeline.NETWORK, args.network_threads)) if counts}
     levels = " ".join(str(level) for level in args.concurrency)
     reproduce = f"example/detection/tune.sh --concurrency {levels} --name my-machine  # add --apply to keep the best"
     return cli.run_tune(args, pipeline.ENSEMBLE, instances, requests, source,
-                        overrides=workload.overrides(args.model_repository), reproduce=reproduce)
+                        overrides=workload.overrides(args.model_repository), threads=threads, reproduce=reproduce)
 
 
 if __name__ == "__main__":

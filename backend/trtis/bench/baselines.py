@@ -1,6 +1,7 @@
 """What the served figures are measured against, on the same requests: the model in this process
-(no server; the best batch size), one of its composing models alone (a batch sweep), and a naive
-server a user might write instead of Triton (Flask, one request at a time, same runtimes)."""
+(no server; the best batch size, and driven by as many threads as each served level has requests in
+flight), one of its composing models alone (a batch sweep), and a naive server a user might write
+instead of Triton (Flask, one request at a time, same runtimes)."""
 from __future__ import annotations
 
 import threading
@@ -67,10 +68,12 @@ def alone_limit(runner: InProcessModel, model: str, requests: Sequence[Request],
                                                       batch, seconds), 2)} for batch in batches]
 
 
-def naive_level(port: int, requests: Sequence[Request], raw: bool, concurrency: int, seconds: float,
-                warmup: float) -> dict:
-    """As ``load.measure``, against the naive server: one blocking HTTP client thread per request in flight."""
-    bodies = [encode_body(r, raw) for r in requests]
+def threaded(work: Callable[[int], object], concurrency: int, seconds: float, warmup: float,
+             failures: tuple[type[BaseException], ...] = ()) -> dict:
+    """``concurrency`` threads each calling ``work(i)`` back to back (one request per call, so
+    ``concurrency`` requests in flight) for ``seconds`` after ``warmup``: as ``load.measure``, calls
+    finished inside the window count, latencies of those also begun inside it. An exception of
+    ``failures`` counts as an error; any other propagates."""
     latencies, errors, completed = [], 0, 0
     began = time.perf_counter()
     start, end = began + warmup, began + warmup + seconds
@@ -82,12 +85,9 @@ def naive_level(port: int, requests: Sequence[Request], raw: bool, concurrency: 
         while time.perf_counter() < end:
             issued = time.perf_counter()
             try:
-                post = urllib.request.Request(f"http://127.0.0.1:{port}/infer", data=bodies[index % len(bodies)],
-                                              method="POST", headers={"Content-Type": "application/octet-stream"})
-                with urllib.request.urlopen(post, timeout=120) as response:
-                    response.read()
+                work(index)
                 ok = True
-            except OSError:
+            except failures:
                 ok = False
             now = time.perf_counter()
             if start <= now <= end:
@@ -102,6 +102,28 @@ def naive_level(port: int, requests: Sequence[Request], raw: bool, concurrency: 
         list(pool.map(worker, range(concurrency)))
     return {"concurrency": concurrency, "throughput": round(completed / seconds, 2), **percentiles(latencies),
             "errors": errors}
+
+
+def in_process_levels(runner: InProcessModel, requests: Sequence[Request], levels: Sequence[int], seconds: float,
+                      warmup: float, progress: Callable[[Sequence[int]], Iterable[int]] = iter) -> list[dict]:
+    """The model in this process at each of ``levels`` requests in flight: that many threads, each
+    running one request at a time, like the served levels, so each level has a like-for-like figure."""
+    return [threaded(lambda i: runner(requests[i % len(requests)]), level, seconds, warmup)
+            for level in progress(levels)]
+
+
+def naive_level(port: int, requests: Sequence[Request], raw: bool, concurrency: int, seconds: float,
+                warmup: float) -> dict:
+    """As ``load.measure``, against the naive server: one blocking HTTP client thread per request in flight."""
+    bodies = [encode_body(r, raw) for r in requests]
+
+    def post(index: int) -> None:
+        call = urllib.request.Request(f"http://127.0.0.1:{port}/infer", data=bodies[index % len(bodies)],
+                                      method="POST", headers={"Content-Type": "application/octet-stream"})
+        with urllib.request.urlopen(call, timeout=120) as response:
+            response.read()
+
+    return threaded(post, concurrency, seconds, warmup, failures=(OSError,))
 
 
 def naive_levels(root: Path | str, model: str, requests: Sequence[Request], levels: Sequence[int], seconds: float,

@@ -3,6 +3,7 @@ and the options and runs the example's ``bench.sh``/``tune.sh`` share with it.
 
     python -m trtis.bench --model my-model --concurrency 1 2 4 --model-repository model_repository
     python -m trtis.bench tune --model my-model --instances my-model=1,2 --max-queue-delay-us 0 1000
+    python -m trtis.bench tune --model my-model --instances my-model=1,2 --threads my-model=1,2
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from pathlib import Path
 from trtis import quiet, repository
 from trtis.bench import report, tune
 from trtis.bench.measurement import benchmark, this_machine
-from trtis.bench.baselines import in_process_limit
+from trtis.bench.baselines import in_process_levels
 from trtis.bench.in_process import InProcessModel, StepFunction
 from trtis.bench.inputs import Request, files_under, inputs_of, model_inputs, requests_for
 from trtis.serving import LaunchError
@@ -57,8 +58,6 @@ def measurement_arguments(parser: argparse.ArgumentParser, *, concurrency: Seque
     parser.add_argument("--clients", type=int, default=1, help="client processes, each with the concurrency given")
     parser.add_argument("--seconds", type=float, default=seconds, help="measured time per level")
     parser.add_argument("--warmup", type=float, default=5, help="seconds of load before each measured window")
-    parser.add_argument("--batches", type=int, nargs="+", help="in-process batch sizes "
-                        "(default: 1 8 where the model measured alone runs on the CPU, 1 8 16 32 64 on a GPU)")
     parser.add_argument("--output", type=Path, default=output,
                         help=f"report folder (default: {output}; the shipped docs/performance changes only "
                              "when pointed there)")
@@ -82,7 +81,10 @@ def bench_arguments(parser: argparse.ArgumentParser, *, output: Path, name: str,
     measurement_arguments(parser, concurrency=[1, 2, 4, 8, 16, 32, 64], seconds=20, repository_path=repository_path,
                           output=output, name=name)
     parser.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=True,
-                        help="also measure the model in process and a naive Flask server")
+                        help="also measure the model in process (at its best batch size, and at each level with "
+                             "as many requests in flight) and a naive Flask server")
+    parser.add_argument("--batches", type=int, nargs="+", help="in-process batch sizes "
+                        "(default: 1 8 where the model measured alone runs on the CPU, 1 8 16 32 64 on a GPU)")
     parser.add_argument("--baselines-from", type=Path, metavar="REPORT.json",
                         help="take the baselines from an earlier report of this machine instead of measuring them")
     parser.add_argument("--naive-port", type=int, default=7010, help="the naive server's port (0: any free one)")
@@ -146,25 +148,27 @@ def tune_arguments(parser: argparse.ArgumentParser, *, output: Path, name: str,
     measurement_arguments(parser, concurrency=[1, 2, 4, 8], seconds=15, repository_path=repository_path,
                           output=output, name=name)
     parser.add_argument("--in-process", action=argparse.BooleanOptionalAction, default=True,
-                        help="measure the model in process first and judge every level against it "
-                             "(otherwise against the best any setting served at that level)")
+                        help="measure the model in process first, with as many requests in flight as each level "
+                             "(one thread each), and judge every level against it (otherwise against the best "
+                             "any setting served at that level)")
     parser.add_argument("--apply", action="store_true", help="write the best setting into the repository")
 
 
 def run_tune(args: argparse.Namespace, model: str, instances: Mapping[str, Sequence[int]],
              requests: Sequence[Request], source: str, *, overrides: Mapping[str, StepFunction] | None = None,
-             reproduce: str | None = None) -> int:
+             threads: Mapping[str, Sequence[int]] | None = None, reproduce: str | None = None) -> int:
     """Sweep, write the report, print it, and apply the winner when asked."""
     quiet.setup(args.verbose)
     root = args.model_repository.resolve()
     configs = repository.read_configs(root)
     try:
-        settings = tune.grid(instances, args.max_batch_size or [None], args.max_queue_delay_us or [None])
+        settings = tune.grid(instances, args.max_batch_size or [None], args.max_queue_delay_us or [None], threads)
         in_process = None
         if args.in_process:
             with InProcessModel(root, model, overrides) as runner:
-                batches = args.batches or [1, max(1, min(8, configs[model].max_batch_size))]
-                in_process = in_process_limit(runner, requests, sorted(set(batches)), args.seconds)["throughput"]
+                rows = in_process_levels(runner, requests, [level * args.clients for level in args.concurrency],
+                                         args.seconds, args.warmup)
+            in_process = {level: row["throughput"] for level, row in zip(args.concurrency, rows)}
         results = tune.sweep(root, model, settings, requests, args.concurrency, args.seconds, args.warmup,
                              args.clients)
     except (ValueError, KeyError, RuntimeError, LaunchError) as error:
@@ -172,15 +176,15 @@ def run_tune(args: argparse.Namespace, model: str, instances: Mapping[str, Seque
         return 1
     title = (f"Tuning sweep of {model}, {args.device}, {time.strftime('%Y-%m-%d')}; {args.seconds:g} s per level "
              f"after {args.warmup:g} s warm-up, {source} round-robin"
-             + (f"; in process: {in_process} requests/s." if in_process is not None else "."))
+             + ("; in process, requests/s at each level: "
+                + ", ".join(f"{level}: {rate}" for level, rate in in_process.items()) + "."
+                if in_process is not None else "."))
     found = tune.report(results, title, args.device, time.strftime("%Y-%m-%d"), in_process, reproduce)
     paths = tune.write(found, args.output, args.name)
     print(tune.markdown(found))
     print(f"Report: {', '.join(str(p) for p in paths)}")
     if args.apply:
-        best = found["best"]["setting"]
-        setting = tune.Setting(best["instances"], best["max_batch_size"], best["max_queue_delay_us"])
-        tune.apply(root, tune.configured(configs, model, setting))
+        tune.apply(root, tune.configured(configs, model, tune.Setting(**found["best"]["setting"])))
         print(f"Applied to {root}: {found['best']['label']} (restart the server: ./start.sh --restart)")
     return 0
 
@@ -215,11 +219,13 @@ def tune_main(argv: Sequence[str]) -> int:
     _input_arguments(parser)
     parser.add_argument("--instances", nargs="+", default=[], metavar="MODEL=N1,N2",
                         help="instance counts to try for a composing model")
+    parser.add_argument("--threads", nargs="+", default=[], metavar="MODEL=N1,N2",
+                        help="intra-op threads per instance to try for a composing model (0: the runtime's "
+                             "default, every core; default: as configured, else the cores shared by its instances)")
     tune_arguments(parser, output=Path("reports"), name="tune")
     args = parser.parse_args(argv)
     try:
-        instances = {name: [int(n) for n in counts.split(",")] for name, _, counts in
-                     (value.partition("=") for value in args.instances)}
+        instances, threads = _per_model(args.instances, "--instances"), _per_model(args.threads, "--threads")
         configs = repository.read_configs(args.model_repository)
         if args.model not in configs:
             raise ValueError(f"{args.model_repository} has no model {args.model!r}")
@@ -227,7 +233,19 @@ def tune_main(argv: Sequence[str]) -> int:
                                         _shapes(args.shape))
     except (ValueError, OSError, argparse.ArgumentTypeError) as error:
         parser.error(str(error))
-    return run_tune(args, args.model, instances, requests, source)
+    return run_tune(args, args.model, instances, requests, source, threads=threads)
+
+
+def _per_model(values: Sequence[str], option: str) -> dict[str, list[int]]:
+    """``MODEL=N1,N2`` values as {model: [N1, N2]}."""
+    found = {}
+    for value in values:
+        name, _, numbers = value.partition("=")
+        try:
+            found[name] = [int(n) for n in numbers.split(",")]
+        except ValueError:
+            raise ValueError(f"{option} {value!r}: write MODEL=N1,N2 (integers)") from None
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:

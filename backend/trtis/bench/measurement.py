@@ -18,12 +18,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from trtis.bench import ensembles, gpu_metrics, load, report as reports, statistics
-from trtis.bench.baselines import alone_limit, in_process_limit, naive_levels
+from trtis.bench.baselines import alone_limit, in_process_levels, in_process_limit, naive_levels
 from trtis.bench.in_process import InProcessModel, StepFunction
 from trtis.bench.inputs import Request
 
 log = logging.getLogger(__name__)
-BASELINE_KEYS = ("in_process", "naive", "network_limit", "network_device", "network_model")
+BASELINE_KEYS = ("in_process", "in_process_levels", "naive", "network_limit", "network_device", "network_model")
 
 
 def this_machine() -> str:
@@ -53,9 +53,11 @@ def measure_served(url: str, model: str, requests: Sequence[Request], levels: Se
 def measure_baselines(repository: Path | str, model: str, requests: Sequence[Request], levels: Sequence[int],
                       seconds: float, warmup: float, overrides: Mapping[str, StepFunction] | None = None,
                       alone: str | None = None, batches: Sequence[int] | None = None, naive: bool = True,
-                      naive_port: int = 0, naive_concurrency: int = 16, progress: bool = True) -> dict:
-    """The model in process (best of ``batches``), ``alone`` (one composing model) per batch size, and
-    the naive server at the levels up to ``naive_concurrency``, all on ``requests``. ``batches``
+                      naive_port: int = 0, naive_concurrency: int = 16, clients: int = 1,
+                      progress: bool = True) -> dict:
+    """The model in process (best of ``batches``, and with as many requests in flight as ``clients``
+    clients keep at each of ``levels``), ``alone`` (one composing model) per batch size, and the
+    naive server at the levels up to ``naive_concurrency``, all on ``requests``. ``batches``
     defaults to 1 and 8 where ``alone`` runs on the CPU, 1 to 64 where it runs on a GPU (1 for a
     model without a batch axis)."""
     with InProcessModel(repository, model, overrides) as runner:
@@ -64,6 +66,9 @@ def measure_baselines(repository: Path | str, model: str, requests: Sequence[Req
             batches = [1] if runner.configs[model].max_batch_size == 0 else \
                 [1, 8] if device == "cpu" else [1, 8, 16, 32, 64]
         found = {"in_process": in_process_limit(runner, requests, batches, seconds),
+                 "in_process_levels": in_process_levels(
+                     runner, requests, [level * clients for level in levels], seconds, warmup,
+                     lambda items: tqdm(items, desc="in process", unit="level", disable=not progress)),
                  "network_limit": alone_limit(runner, alone, requests, batches, seconds) if alone else [],
                  "network_device": device, "network_model": alone, "naive": []}
     chosen = [level for level in levels if level <= naive_concurrency]
@@ -87,13 +92,13 @@ def benchmark(url: str, model: str, requests: Sequence[Request], levels: Sequenc
     device = device or this_machine()
     found = measure_served(url, model, requests, levels, seconds, warmup, clients, metrics_url, headers, progress)
     report = {"device": device, "date": time.strftime("%Y-%m-%d"), **found,
-              "in_process": {"throughput": float("nan"), "batch": None}, "naive": [], "network_limit": [],
-              "network_device": "cpu", "network_model": alone}
+              "in_process": {"throughput": float("nan"), "batch": None}, "in_process_levels": [], "naive": [],
+              "network_limit": [], "network_device": "cpu", "network_model": alone}
     if baselines_from is not None:
         report.update({key: baselines_from[key] for key in BASELINE_KEYS if key in baselines_from})
     elif repository is not None:
         report.update(measure_baselines(repository, model, requests, levels, seconds, warmup, overrides, alone,
-                                        batches, naive, naive_port, naive_concurrency, progress))
+                                        batches, naive, naive_port, naive_concurrency, clients, progress))
     who = f"{clients} client processes, each" if clients > 1 else "one client"
     report["title"] = (f"{subject or f'Model {model}'}, {device}, {report['date']}; {who} with the concurrency shown "
                        f"(trt_client, gRPC); {seconds:g} s per level after {warmup:g} s warm-up"

@@ -4,7 +4,8 @@ The JSON keeps the fields bench.sh has always written, so earlier reports stay r
 ``device``, ``date``, ``title``, ``settings``, ``served`` (one row per concurrency level, with
 ``triton`` statistics per model and ``gpus``), ``in_process``, ``network_limit`` (the batch sweep
 of one composing model alone), ``network_device``, ``naive``, ``gpu_memory_at_rest_mib``.
-Newer reports add ``model``, ``network_model``, ``columns`` and ``reproduce``.
+Newer reports add ``model``, ``network_model``, ``columns``, ``reproduce`` and ``in_process_levels``
+(the model in process with as many requests in flight as each served level, one thread each).
 """
 from __future__ import annotations
 
@@ -36,6 +37,15 @@ def limit_of(report: dict) -> tuple[float, str]:
     return report["in_process"]["throughput"], f"in process, batch {report['in_process']['batch']}"
 
 
+def in_process_at(report: dict) -> dict[int, dict]:
+    """The in-process rows by requests in flight (a served level's concurrency times its clients)."""
+    return {row["concurrency"]: row for row in report.get("in_process_levels", [])}
+
+
+def _in_flight(row: dict) -> int:
+    return row["concurrency"] * row.get("clients", 1)
+
+
 def _gpus(report: dict) -> str:
     """A line where the table's GPU columns are empty, saying why."""
     if report.get("gpu_metrics_error"):
@@ -53,6 +63,9 @@ def markdown(report: dict) -> str:
     if report["in_process"]["batch"] is not None:
         lines.append(f"In process (no server, {report['network_device']}, best batch {report['in_process']['batch']}): "
                      f"**{report['in_process']['throughput']} requests/s**.")
+    if report.get("in_process_levels"):
+        lines.append("In process at each level: as many threads as requests in flight, each running one request "
+                     "at a time through the same runtimes (no server).")
     if report.get("network_limit"):
         lines.append(f"{report.get('network_model', 'Network')} alone (host memory in and out), items/s by batch: "
                      + ", ".join(f"{row['batch']}: {row['throughput']}" for row in report["network_limit"]) + ".")
@@ -62,15 +75,19 @@ def markdown(report: dict) -> str:
     if _gpus(report):
         lines.append(_gpus(report))
     headings = ["concurrency", "Triton req/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms", "errors",
-                f"vs limit ({limit_name})", "naive req/s", "Triton / naive", *(c[0] for c in columns),
-                "GPU util %", "GPU memory MiB"]
+                f"vs limit ({limit_name})", "in process req/s", "vs in process", "naive req/s", "Triton / naive",
+                *(c[0] for c in columns), "GPU util %", "GPU memory MiB"]
     lines += ["", "| " + " | ".join(headings) + " |", "| --- " * len(headings) + "|"]
     naive = {row["concurrency"]: row for row in report.get("naive", [])}
+    in_process = in_process_at(report)
     for row in report["served"]:
         other = naive.get(row["concurrency"])
+        local = in_process.get(_in_flight(row))
         gpus = row.get("gpus") or []
         cells = [row["concurrency"], row["throughput"], row["p50_ms"], row["p90_ms"], row["p95_ms"], row["p99_ms"],
                  row["errors"], f"{row['throughput'] / limit:.2f}x" if not math.isnan(limit) and limit else "-",
+                 local["throughput"] if local else "-",
+                 f"{row['throughput'] / local['throughput']:.2f}x" if local and local["throughput"] else "-",
                  other["throughput"] if other else "-",
                  f"{row['throughput'] / other['throughput']:.2f}x" if other and other["throughput"] else "-",
                  *(row["triton"].get(model, {}).get(field, "-") for _, model, field in columns),
@@ -83,7 +100,7 @@ def markdown(report: dict) -> str:
 
 
 def plot(report: dict, path: Path) -> None:
-    """Throughput (served, naive, the limit) and served latency percentiles by concurrency."""
+    """Throughput (served, in process, naive, the limit) and served latency percentiles by concurrency."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -94,6 +111,10 @@ def plot(report: dict, path: Path) -> None:
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5), layout="constrained")
     levels = [row["concurrency"] for row in served]
     left.plot(levels, [row["throughput"] for row in served], "o-", label="Triton (trt_client, gRPC)")
+    in_process = in_process_at(report)
+    if all(_in_flight(row) in in_process for row in served) and in_process:
+        left.plot(levels, [in_process[_in_flight(row)]["throughput"] for row in served], "^-.",
+                  label="in process (same requests in flight)")
     if naive:
         left.plot([row["concurrency"] for row in naive], [row["throughput"] for row in naive], "s--",
                   label="naive server (Flask)")

@@ -1,12 +1,14 @@
-"""The tuning sweep: instance counts per model, max batch size and dynamic-batching queue delay,
-each setting served from a scratch repository and measured at several concurrency levels.
+"""The tuning sweep: instance counts and intra-op threads per model, max batch size and
+dynamic-batching queue delay, each setting served from a scratch repository and measured at
+several concurrency levels.
 
 Selection, over the levels together: a setting's score is its worst ratio, over the levels, of
 its throughput to a reference at that level; the highest score wins, and within 3% of it the
 higher mean ratio. The reference is the model run in process (no server) where that was
-measured, so the winner is the setting whose worst level comes closest to (or beyond) the
-in-process pipeline; otherwise it is the best throughput any setting reached at that level, so
-every level counts alike however different their throughputs. A setting with errors scores 0.
+measured, with as many requests in flight as the level (``baselines.in_process_levels``), so the
+winner is the setting whose worst level comes closest to (or beyond) the in-process pipeline;
+otherwise it is the best throughput any setting reached at that level, so every level counts
+alike however different their throughputs. A setting with errors scores 0.
 """
 from __future__ import annotations
 
@@ -35,14 +37,17 @@ RULE = ("the highest worst-level ratio of throughput to the reference (ties with
 @dataclass(frozen=True)
 class Setting:
     """Instance counts by model name (per GPU for GPU groups), and a max batch size and queue
-    delay for every batching model; None keeps what the repository has."""
+    delay for every batching model; None keeps what the repository has. ``threads`` sets models'
+    ``intra_op_thread_count`` (threads per instance; 0: the runtime's default, every core)."""
 
     instances: Mapping[str, int] = field(default_factory=dict)
     max_batch_size: int | None = None
     max_queue_delay_us: int | None = None
+    threads: Mapping[str, int] = field(default_factory=dict)
 
     def label(self) -> str:
         parts = [f"instances {'/'.join(str(n) for n in self.instances.values())}"] if self.instances else []
+        parts += [f"{model} threads {n}" for model, n in self.threads.items()]
         if self.max_batch_size is not None:
             parts.append(f"max batch {self.max_batch_size}")
         if self.max_queue_delay_us is not None:
@@ -51,26 +56,32 @@ class Setting:
 
     def as_dict(self) -> dict:
         return {"instances": dict(self.instances), "max_batch_size": self.max_batch_size,
-                "max_queue_delay_us": self.max_queue_delay_us}
+                "max_queue_delay_us": self.max_queue_delay_us, "threads": dict(self.threads)}
 
 
 def grid(instances: Mapping[str, Sequence[int]], max_batch_sizes: Sequence[int | None] = (None,),
-         max_queue_delays_us: Sequence[int | None] = (None,)) -> list[Setting]:
-    """Every combination, instance counts varying slowest in the order given."""
-    names = list(instances)
-    return [Setting(dict(zip(names, counts)), batch, delay)
+         max_queue_delays_us: Sequence[int | None] = (None,),
+         threads: Mapping[str, Sequence[int]] | None = None) -> list[Setting]:
+    """Every combination, instance counts varying slowest in the order given, then threads."""
+    names, threaded = list(instances), list(threads or {})
+    return [Setting(dict(zip(names, counts)), batch, delay, dict(zip(threaded, per_model)))
             for counts in itertools.product(*(instances[n] for n in names))
+            for per_model in itertools.product(*((threads or {})[n] for n in threaded))
             for batch in max_batch_sizes for delay in max_queue_delays_us]
 
 
 def configured(configs: Mapping[str, ModelConfig], model: str, setting: Setting) -> dict[str, ModelConfig]:
     """The configs of ``model`` and its composing models with ``setting`` applied (the originals are
-    left alone): instance counts (kinds and GPU lists kept), the max batch size of every batching
-    model and ensemble (warm-ups above it dropped), the queue delay of every batching model."""
+    left alone): instance counts (kinds and GPU lists kept), threads, the max batch size of every
+    batching model and ensemble (warm-ups above it dropped), the queue delay of every batching model."""
     models = ensembles.composing_models(configs, model)
-    unknown = sorted(set(setting.instances) - set(models))
-    if unknown:
-        raise ValueError(f"instance counts for {unknown}, which {model!r} does not run (it runs {models})")
+    for what, chosen in (("instance counts", setting.instances), ("threads", setting.threads)):
+        unknown = sorted(set(chosen) - set(models))
+        if unknown:
+            raise ValueError(f"{what} for {unknown}, which {model!r} does not run (it runs {models})")
+    negative = {name: n for name, n in setting.threads.items() if n < 0}
+    if negative:
+        raise ValueError(f"threads {negative}: give 1 or more per instance, or 0 for the runtime's default")
     result = {}
     for name in [model, *models]:
         changed = ModelConfig()
@@ -89,6 +100,8 @@ def configured(configs: Mapping[str, ModelConfig], model: str, setting: Setting)
                 changed.instance_group.add()  # kind AUTO, as Triton's default group
             for group in changed.instance_group:
                 group.count = setting.instances[name]
+        if name in setting.threads:
+            changed.parameters["intra_op_thread_count"].string_value = str(setting.threads[name])
         if setting.max_queue_delay_us is not None and changed.platform != "ensemble" and changed.max_batch_size > 0:
             changed.dynamic_batching.max_queue_delay_microseconds = setting.max_queue_delay_us
         result[name] = changed
@@ -196,11 +209,13 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def report(results: list[dict], title: str, device: str, date: str, in_process: float | None = None,
-           reproduce: str | None = None) -> dict:
-    """The sweep's report; ``in_process`` (requests/s) makes it the reference at every level."""
+def report(results: list[dict], title: str, device: str, date: str,
+           in_process: float | Mapping[int, float] | None = None, reproduce: str | None = None) -> dict:
+    """The sweep's report; ``in_process`` (requests/s, one figure or one per level) is the reference."""
     if in_process is not None:
-        name, reference = "in process", {row["concurrency"]: in_process for row in results[0]["levels"]}
+        levels = [row["concurrency"] for row in results[0]["levels"]]
+        per_level = in_process if isinstance(in_process, Mapping) else dict.fromkeys(levels, in_process)
+        name, reference = "in process", {level: per_level[level] for level in levels}
     else:
         name, reference = "best served", best_served(results)
     return {"title": title, "device": device, "date": date, "results": results, "best": select(results, reference),
