@@ -5,6 +5,8 @@ images, or yours) to the ``detection`` ensemble at each concurrency level, reads
 statistics of the three models, and measures the baselines on the same images with the
 repository's own runtimes: the pipeline in process, the network alone (batch sweep) and a naive
 Flask server. Writes JSON, a Markdown table and a PNG plot to ``reports/`` (or ``--output``).
+The figures hold for the machine measured, which the report names; its last line is the command
+that measures another.
 """
 from __future__ import annotations
 
@@ -22,7 +24,9 @@ COLUMNS = [("network batch", pipeline.NETWORK, "average_batch"), ("network queue
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bench.sh", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="bench.sh", description=__doc__.splitlines()[0],
+                                     epilog="Figures hold only for the machine measured (--device names it in the "
+                                            "report): run this on yours, with the server it will use.")
     cli.bench_arguments(parser, output=ROOT / "reports", name="cpu", repository_path=ROOT / "model_repository",
                         state_dir=ROOT / ".triton")
     workload.image_arguments(parser)

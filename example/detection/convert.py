@@ -11,7 +11,7 @@ import argparse
 import json
 import logging
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import cv2
@@ -47,6 +47,15 @@ GPU_PREPROCESS_TOLERANCE = {**PREPROCESS_TOLERANCE, pipeline.IMAGE: 1.0}
 GPU_PREPROCESS_MEAN_TOLERANCE = 0.1
 NETWORK_TOLERANCE = 2e-3
 GPU_NETWORKS = ("compiled", "torchscript", "tensorrt", "auto")
+# Network instances unless --network-instances says: on the CPU one, whose intra-op threads then use
+# every core (BatchedModel gives a CPU instance cpu_count // instances threads): on 2 cores one request
+# in flight on one of two single-thread instances ran at 0.57x the pipeline in process, and two
+# instances of two threads each fought over the cores (docs/performance/tune-cpu.md). Per GPU: two.
+CPU_NETWORK_INSTANCES = 1
+GPU_NETWORK_INSTANCES = 2
+# Dynamic-batching queue delay of the models on the CPU: waiting for a second request there only
+# delays the first, as the network keeps every core busy with one (docs/performance/tune-cpu.md).
+CPU_QUEUE_DELAY_US = 0
 HALF_INPUT = ("compiled", "torchscript")  # the network formats that cast their input to FP16 themselves
 
 
@@ -58,7 +67,7 @@ class Options:
     input_size: int = pipeline.INPUT_SIZE
     max_batch_size: int = 8
     preprocess_instances: int = 2
-    network_instances: int = 2
+    network_instances: int | None = None  # None: CPU_NETWORK_INSTANCES or GPU_NETWORK_INSTANCES
     postprocess_instances: int = 1
     gpus: tuple[int, ...] = ()
     warmup_max_batch: int = 4
@@ -92,7 +101,8 @@ def preprocess_stage(options: Options, images: list[bytes], rows: list) -> repos
                config.Tensor(pipeline.META_SIZE, np.float32, [2])]
     common = dict(max_batch_size=batching, inputs=[config.Tensor(pipeline.RAW_IMAGE, np.object_, [1])],
                   outputs=outputs, instances=[config.Instances(options.preprocess_instances)],
-                  dynamic_batching=config.DynamicBatching(max_queue_delay_us=1000))
+                  dynamic_batching=config.DynamicBatching(
+                      max_queue_delay_us=1000 if options.preprocess_format == "gpu" else CPU_QUEUE_DELAY_US))
     names = [pipeline.IMAGE, pipeline.META_AFFINE, pipeline.META_SIZE]
     parameters = {"input_size": size, "max_pixels": options.max_pixels}
     if options.preprocess_format == "python":
@@ -160,7 +170,8 @@ def network_stage(options: Options, network: torch.nn.Module, image: np.ndarray)
         name=pipeline.NETWORK, max_batch_size=options.max_batch_size, instances=options.network_instances,
         gpus=options.gpus, warmup_max_batch=options.warmup_max_batch,
         inputs=[config.Tensor(pipeline.IMAGE, image_dtype(options), list(image.shape[1:]))],
-        dynamic_batching=config.DynamicBatching(max_queue_delay_us=2000),
+        dynamic_batching=config.DynamicBatching(max_queue_delay_us=2000 if network_on_gpu(options)
+                                                else CPU_QUEUE_DELAY_US),
         compare=verify.within(NETWORK_TOLERANCE), compare_reduced=matching.same_peaks,
         calibration=lambda: calibration_feeds(options), calibration_method=options.calibration_method,
         int8_form=options.int8_form, cache_dir=options.calibration_cache)
@@ -213,7 +224,8 @@ def postprocess_stage(options: Options, heads: tuple[torch.Tensor, ...], meta: t
         CenterNetDecoder(), [*heads, *(torch.from_numpy(m) for m in meta)], names, outputs,
         "torchscript" if on_gpu else "onnx", gpus=options.gpus if on_gpu else (), half=False,
         name=pipeline.POSTPROCESS, max_batch_size=options.max_batch_size, instances=options.postprocess_instances,
-        dynamic_axes=dynamic, dynamic_batching=config.DynamicBatching(max_queue_delay_us=1000),
+        dynamic_axes=dynamic,
+        dynamic_batching=config.DynamicBatching(max_queue_delay_us=1000 if on_gpu else CPU_QUEUE_DELAY_US),
         inputs=[config.Tensor(pipeline.HEADS[0], np.float32, [num_classes, out, out]),
                 config.Tensor(pipeline.HEADS[1], np.float32, [2, out, out]),
                 config.Tensor(pipeline.HEADS[2], np.float32, [2, out, out]),
@@ -250,8 +262,25 @@ def validate(options: Options) -> None:
         int8_form=options.int8_form), [pipeline.IMAGE], [None])
 
 
+def network_on_gpu(options: Options) -> bool:
+    """Whether the network will run on GPUs: a GPU format, or auto where CUDA is present."""
+    if options.network_format in export.FORMATS:
+        return export.FORMATS[options.network_format].device(options.gpus) == "gpu"
+    return torch.cuda.is_available()
+
+
+def with_defaults(options: Options) -> Options:
+    """``options`` with the network's instance count filled in where not given: it depends on where
+    the network runs."""
+    if options.network_instances is not None:
+        return options
+    count = GPU_NETWORK_INSTANCES if network_on_gpu(options) else CPU_NETWORK_INSTANCES
+    return replace(options, network_instances=count)
+
+
 def convert(options: Options) -> list[verify.Comparison]:
     """Run every stage and write the repository; raises ``VerificationError`` naming a stage that disagrees."""
+    options = with_defaults(options)
     validate(options)
     if options.checkpoint is not None:
         network, spec = load_network(options.checkpoint)
@@ -302,9 +331,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=ROOT / "model_repository")
     parser.add_argument("--input-size", type=int, default=pipeline.INPUT_SIZE)
     parser.add_argument("--max-batch-size", type=int, default=8)
-    # Defaults: the best of docs/performance/tune-cpu.md (2 CPU cores); tune.sh finds them for another machine.
+    # CPU defaults: the best of docs/performance/tune-cpu.md (2 cores); tune.sh finds them for another machine.
     parser.add_argument("--preprocess-instances", type=int, default=2)
-    parser.add_argument("--network-instances", type=int, default=2, help="per GPU where the network runs on GPUs")
+    parser.add_argument("--network-instances", type=int,
+                        help=f"default: {CPU_NETWORK_INSTANCES} on the CPU, whose threads use every core (tune.sh "
+                             f"measures others), {GPU_NETWORK_INSTANCES} per GPU where the network runs on GPUs")
     parser.add_argument("--postprocess-instances", type=int, default=1)
     parser.add_argument("--gpus", type=_gpu_list, default=(), metavar="0,1,...",
                         help="GPUs the network's instances are spread over (torchscript, compiled, tensorrt; default: all)")

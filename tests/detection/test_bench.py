@@ -14,6 +14,7 @@ import numpy as np
 
 from served_repository import OPENCV_PREPROCESS
 from detection import pipeline, workload
+from detection.convert import CPU_NETWORK_INSTANCES
 from trtis import config, repository
 from trtis.bench.baselines import stacked
 from trtis.bench.in_process import InProcessModel
@@ -40,7 +41,7 @@ def test_the_doc_bench_command_writes_json_markdown_and_plot_with_every_field(de
     assert "POST /infer" not in run.stderr and "development server" not in run.stderr, "the naive server is quiet"
     report = json.loads((tmp_path / "ci.json").read_text())
     assert [row["concurrency"] for row in report["served"]] == [1, 4]
-    assert "detection-network: 2 x CPU" in report["settings"], "the served settings, read from the server"
+    assert f"detection-network: {CPU_NETWORK_INSTANCES} x CPU" in report["settings"], "the settings, read from the server"
     for row in report["served"]:
         assert {"concurrency", "throughput", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "errors"} <= set(row)
         assert row["clients"] == 2 and row["gpus"] == [], "Triton's metrics: no GPU series on a CPU server"
@@ -51,12 +52,19 @@ def test_the_doc_bench_command_writes_json_markdown_and_plot_with_every_field(de
             assert stats["inferences"] > 0 and stats["average_batch"] >= 1
             assert {"queue_ms", "compute_input_ms", "compute_infer_ms", "compute_output_ms"} <= set(stats)
     assert report["in_process"]["throughput"] > 0 and report["in_process"]["batch"] in (1, 8)
+    in_process = report["in_process_levels"]
+    assert [row["concurrency"] for row in in_process] == [2, 8], "as many requests in flight as 2 clients keep"
+    assert all(row["throughput"] > 0 and row["errors"] == 0 and row["p50_ms"] > 0 for row in in_process)
     assert [row["batch"] for row in report["network_limit"]] == [1, 8]
     assert all(row["throughput"] > 0 for row in report["network_limit"]) and report["network_device"] == "cpu"
     assert [row["concurrency"] for row in report["naive"]] == [1, 4]
     assert all(row["throughput"] > 0 and row["errors"] == 0 for row in report["naive"])
     markdown = (tmp_path / "ci.md").read_text()
     assert "| concurrency | Triton req/s |" in markdown and "| network batch | network queue ms |" in markdown
+    assert "| in process req/s | vs in process |" in markdown
+    served = report["served"][0]["throughput"] / in_process[0]["throughput"]
+    level_one = next(line for line in markdown.splitlines() if line.startswith("| 1 |"))
+    assert f"| {in_process[0]['throughput']} | {served:.2f}x |" in level_one, "level 1 (2 clients) against 2 in flight"
     assert markdown.rstrip().splitlines()[-1].startswith("Measure your own machine: `./start.sh --restart && "
                                                          "example/detection/bench.sh --concurrency 1 4")
     assert (tmp_path / "ci.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
