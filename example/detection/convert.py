@@ -330,13 +330,14 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--random-init", type=int, metavar="SEED", help="seeded random weights instead (for tests)")
     parser.add_argument("--output", type=Path, default=ROOT / "model_repository")
     parser.add_argument("--input-size", type=int, default=pipeline.INPUT_SIZE)
-    parser.add_argument("--max-batch-size", type=int, default=8)
+    parser.add_argument("--max-batch-size", type=int, default=8, help="largest batch each model runs (default: 8)")
     # CPU defaults: the best of docs/performance/tune-cpu.md (2 cores); tune.sh finds them for another machine.
-    parser.add_argument("--preprocess-instances", type=int, default=2)
+    parser.add_argument("--preprocess-instances", type=int, default=2,
+                        help="default: 2, so one image decodes while another waits")
     parser.add_argument("--network-instances", type=int,
                         help=f"default: {CPU_NETWORK_INSTANCES} on the CPU, whose threads use every core (tune.sh "
                              f"measures others), {GPU_NETWORK_INSTANCES} per GPU where the network runs on GPUs")
-    parser.add_argument("--postprocess-instances", type=int, default=1)
+    parser.add_argument("--postprocess-instances", type=int, default=1, help="default: 1 (the decoder takes ~1 ms)")
     parser.add_argument("--gpus", type=_gpu_list, default=(), metavar="0,1,...",
                         help="GPUs the network's instances are spread over (torchscript, compiled, tensorrt; default: all)")
     parser.add_argument("--warmup-max-batch", type=int, default=4, metavar="N",
