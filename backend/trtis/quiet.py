@@ -50,7 +50,7 @@ def _tensorflow_log_level() -> None:
 
 def import_tensorflow() -> ModuleType:
     """``import tensorflow``, without its INFO lines unless the program is verbose."""
-    if "tensorflow" in sys.modules or verbose():
+    if "tensorflow" in sys.modules or verbose() or os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
         import tensorflow
 
         return tensorflow

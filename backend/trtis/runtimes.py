@@ -121,7 +121,7 @@ class TorchRuntime(Runtime):
         strings = [name for name, dtype in self.inputs.items() if dtype == np.object_]
         if strings:
             raise ValueError(f"model {self.name!r}: a PyTorch model takes no string inputs ({strings})")
-        if "intra_op_thread_count" in parameters:
+        if int(parameters.get("intra_op_thread_count", 0)) > 0:  # 0: torch's default, every core
             torch.set_num_threads(int(parameters["intra_op_thread_count"]))
         self.torch = torch
         # Small outputs leave as host arrays even on the GPU path: handing a CUDA tensor back costs the

@@ -57,8 +57,9 @@ from tritonclient.grpc import model_config_pb2
 for path in Path("model_repository").glob("*/config.pbtxt"):
     config = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
     for group in config.instance_group:
-        if group.gpus:
-            del group.gpus[1:]
+        if group.kind == model_config_pb2.ModelInstanceGroup.KIND_GPU:
+            del group.gpus[:]
+            group.gpus.append(0)
     path.write_text(text_format.MessageToString(config))
 PY
     ;;

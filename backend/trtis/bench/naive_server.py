@@ -119,6 +119,15 @@ class NaiveServer:
         environment = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         self.process = subprocess.Popen([sys.executable, "-m", "trtis.bench.naive_server"], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, env=environment)
+        try:
+            self.port = self._started(job)
+        except BaseException:  # the child must not keep the port or the pipe
+            self.__exit__()
+            raise
+        return self
+
+    def _started(self, job: bytes) -> int:
+        """Hand the child its job; the port it listens on once it says so."""
         self.process.stdin.write(job)
         self.process.stdin.close()
         deadline = time.monotonic() + self.timeout
@@ -126,17 +135,16 @@ class NaiveServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the naive server exited while starting (exit code {self.process.returncode})")
             if time.monotonic() > deadline:
-                self.__exit__()
                 raise RuntimeError(f"the naive server did not start within {self.timeout:.0f} s")
         line = self.process.stdout.readline()
         answer = json.loads(line) if line.strip() else {"error": f"it exited (code {self.process.wait()})"}
         if "error" in answer:
-            self.__exit__()
             raise RuntimeError(f"the naive server could not start: {answer['error']}")
-        self.port = answer["port"]
-        return self
+        return answer["port"]
 
     def __exit__(self, *exc) -> None:
+        if not self.process.stdin.closed:
+            self.process.stdin.close()
         self.process.terminate()
         try:
             self.process.wait(10)

@@ -112,7 +112,7 @@ class BatchedModel:
             # every core slowed two instances on two cores twentyfold.
             instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1
             parameters["intra_op_thread_count"] = str(max(1, (os.cpu_count() or 1) // instances))
-        self.device = device
+        self.device, self.one_by_one = device, 0
         self.model = self.runtime(self.name, path, device, parameters, self.inputs, list(self.outputs),
                                   keep_on_device=True)
 
@@ -123,10 +123,11 @@ class BatchedModel:
         except Exception as error:  # noqa: BLE001 - reported to the client, per request
             if len(feeds) == 1:
                 return [self._error(error)]
-            if not getattr(self, "_said_one_by_one", False):  # once: a bad request does it too
-                self._said_one_by_one = True
+            self.one_by_one += 1
+            if str(self.one_by_one).strip("0") == "1":  # the 1st, 10th, 100th...: a bad request does it too
                 pb_utils.Logger.log_warn(f"model {self.name!r}: a batch of {len(feeds)} requests failed "
-                                         f"({type(error).__name__}: {error}); running them one by one (said once)")
+                                         f"({type(error).__name__}: {error}); running them one by one "
+                                         f"({self.one_by_one} time(s) so far)")
         responses = []
         for feed in feeds:
             try:

@@ -92,8 +92,10 @@ def probe(container: str) -> str | None:
 
 
 def logs(container: str) -> str:
-    """The container's whole log: a failed start names each model that did not load from it."""
-    return _docker("logs", container).stdout
+    """The container's whole log (Triton writes it to stderr): a failed start names each model that
+    did not load from it."""
+    result = _docker("logs", container)
+    return result.stdout + result.stderr
 
 
 def stop(container: str) -> None:

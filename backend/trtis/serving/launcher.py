@@ -266,9 +266,13 @@ def start(mode: str, repository: Path, host: str, ports: Ports, state_dir: Path,
         except mps.MpsError as error:
             mps.stop(state_dir)
             raise LaunchError(str(error)) from error
-    with open(log_file, "wb") as log_output:
-        keeper = subprocess.Popen(supervised, stdout=log_output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                  env=environment, start_new_session=True)
+    try:
+        with open(log_file, "wb") as log_output:
+            keeper = subprocess.Popen(supervised, stdout=log_output, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, env=environment, start_new_session=True)
+    except OSError:
+        mps.stop(state_dir)
+        raise
     try:
         wait_ready(host, ports.http, timeout, still_running=lambda: keeper.poll() is None)
         _wait_supervisor_ready(state_dir / STATE_FILE)
@@ -277,6 +281,9 @@ def start(mode: str, repository: Path, host: str, ports: Ports, state_dir: Path,
         if keeper.poll() is None:  # it had not yet written its state file
             keeper.kill()
         keeper.wait()
+        if use_mps:  # its server was a client of the MPS daemon until now
+            process.end_stubs(shm_prefix)
+            mps.stop(state_dir)
         raise LaunchError(f"{error}; {_why(_log_text(log_file), str(log_file))}") from error
     return mode
 

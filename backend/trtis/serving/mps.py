@@ -7,14 +7,17 @@ served 1.7-1.8x the requests per second with it, same instances (docs/performanc
 
 The control daemon started here has private pipe and log folders in the server's state folder, and
 only the server's processes are told where they are (``CUDA_MPS_PIPE_DIRECTORY``), so other CUDA
-programs of the host are not affected; stopping the server quits it.
+programs of the host are not affected; stopping the server quits it (its log stays in ``mps/log``).
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 CONTROL = "nvidia-cuda-mps-control"
 FOLDER = "mps"
@@ -48,15 +51,22 @@ def start(state_dir: Path) -> dict[str, str]:
     return variables
 
 
-def stop(state_dir: Path) -> bool:
-    """Quit the control daemon of ``state_dir``'s server, if one was started; returns whether one was."""
+def stop(state_dir: Path, timeout: float = 20) -> bool:
+    """Quit the control daemon of ``state_dir``'s server, if one was started (its log stays); returns
+    whether one was. MPS quits once its clients are gone: call it after the server has ended; a
+    daemon that still waits for one is left, with a warning, for the next stop."""
     variables = _environment(state_dir)
     pipe = Path(variables["CUDA_MPS_PIPE_DIRECTORY"])
     control = shutil.which(CONTROL)
     if not pipe.is_dir():
         return False
     if control is not None and any(pipe.iterdir()):
-        subprocess.run([control], input="quit\n", env={**os.environ, **variables}, capture_output=True, text=True,
-                       timeout=60)
-    shutil.rmtree(pipe.parent, ignore_errors=True)
+        try:
+            subprocess.run([control], input="quit\n", env={**os.environ, **variables}, capture_output=True,
+                           text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("the MPS control daemon of %s did not quit within %.0f s (a GPU process still uses it); "
+                        "./start.sh --stop tries again", state_dir, timeout)
+            return True
+    shutil.rmtree(pipe, ignore_errors=True)
     return True
