@@ -37,15 +37,20 @@ def metrics_url_of(url: str) -> str:
     return f"http://{host}:7002/metrics"
 
 
-def _shapes(values: Sequence[str]) -> dict[str, list[int]]:
-    shapes = {}
+def _integers_by_name(values: Sequence[str], option: str, form: str) -> dict[str, list[int]]:
+    """``NAME=N1,N2`` values (``--shape``, ``--instances``, ``--threads``) as {name: [N1, N2]}."""
+    found = {}
     for value in values:
-        name, _, dims = value.partition("=")
+        name, _, numbers = value.partition("=")
         try:
-            shapes[name] = [int(d) for d in dims.split(",")]
+            found[name] = [int(n) for n in numbers.split(",")]
         except ValueError:
-            raise argparse.ArgumentTypeError(f"--shape {value!r}: write NAME=D1,D2 (integers)") from None
-    return shapes
+            raise ValueError(f"{option} {value!r}: write {form} (integers)") from None
+    return found
+
+
+def _shapes(values: Sequence[str]) -> dict[str, list[int]]:
+    return _integers_by_name(values, "--shape", "NAME=D1,D2")
 
 
 def measurement_arguments(parser: argparse.ArgumentParser, *, concurrency: Sequence[int], seconds: float,
@@ -208,7 +213,7 @@ def bench_main(argv: Sequence[str]) -> int:
     try:
         requests, source = requests_for(model_inputs(args.url, args.model, key_headers(args)),
                                         files_under(args.input_files), args.count, _shapes(args.shape))
-    except (ValueError, OSError, argparse.ArgumentTypeError) as error:  # SecurityError: a ValueError
+    except (ValueError, OSError) as error:  # SecurityError: a ValueError
         parser.error(str(error))
     command = f"python -m trtis.bench --model {args.model} --concurrency {' '.join(map(str, args.concurrency))}"
     return run_bench(args, args.model, requests, source, alone=args.alone, reproduce=command)
@@ -225,27 +230,18 @@ def tune_main(argv: Sequence[str]) -> int:
     tune_arguments(parser, output=Path("reports"), name="tune")
     args = parser.parse_args(argv)
     try:
-        instances, threads = _per_model(args.instances, "--instances"), _per_model(args.threads, "--threads")
+        instances, threads = (_integers_by_name(args.instances, "--instances", "MODEL=N1,N2"),
+                              _integers_by_name(args.threads, "--threads", "MODEL=N1,N2"))
         configs = repository.read_configs(args.model_repository)
         if args.model not in configs:
             raise ValueError(f"{args.model_repository} has no model {args.model!r}")
         requests, source = requests_for(inputs_of(configs[args.model]), files_under(args.input_files), args.count,
                                         _shapes(args.shape))
-    except (ValueError, OSError, argparse.ArgumentTypeError) as error:
+    except (ValueError, OSError) as error:
         parser.error(str(error))
     return run_tune(args, args.model, instances, requests, source, threads=threads)
 
 
-def _per_model(values: Sequence[str], option: str) -> dict[str, list[int]]:
-    """``MODEL=N1,N2`` values as {model: [N1, N2]}."""
-    found = {}
-    for value in values:
-        name, _, numbers = value.partition("=")
-        try:
-            found[name] = [int(n) for n in numbers.split(",")]
-        except ValueError:
-            raise ValueError(f"{option} {value!r}: write MODEL=N1,N2 (integers)") from None
-    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:
