@@ -264,7 +264,6 @@ def start(mode: str, repository: Path, host: str, ports: Ports, state_dir: Path,
         try:
             environment.update(mps.start(state_dir))
         except mps.MpsError as error:
-            mps.stop(state_dir)
             raise LaunchError(str(error)) from error
     try:
         with open(log_file, "wb") as log_output:

@@ -33,19 +33,21 @@ def _environment(state_dir: Path) -> dict[str, str]:
 
 
 def start(state_dir: Path) -> dict[str, str]:
-    """Start a control daemon for the server of ``state_dir``; returns the variables its processes need."""
+    """Start a control daemon for the server of ``state_dir``; returns the variables its processes
+    need. A refusal leaves no pipe folder behind (the log folder stays, for the reason)."""
     control = shutil.which(CONTROL)
     if control is None:
         raise MpsError(f"--mps needs NVIDIA's MPS control daemon ({CONTROL}, installed with the NVIDIA driver) "
                        "and a GPU; it is not on PATH here: start without --mps")
     variables = _environment(state_dir)
-    for folder in variables.values():
-        Path(folder).mkdir(parents=True, exist_ok=True)
     if len(variables["CUDA_MPS_PIPE_DIRECTORY"]) > 90:  # a UNIX socket path has at most 107 bytes
         raise MpsError(f"--mps: the state folder's path is too long for MPS's sockets "
                        f"({variables['CUDA_MPS_PIPE_DIRECTORY']}): choose a shorter --state-dir")
+    for folder in variables.values():
+        Path(folder).mkdir(parents=True, exist_ok=True)
     result = subprocess.run([control, "-d"], env={**os.environ, **variables}, capture_output=True, text=True)
     if result.returncode != 0:
+        shutil.rmtree(variables["CUDA_MPS_PIPE_DIRECTORY"], ignore_errors=True)
         raise MpsError(f"{CONTROL} -d failed ({result.returncode}): {(result.stderr or result.stdout).strip()}; "
                        f"its log is in {variables['CUDA_MPS_LOG_DIRECTORY']}")
     return variables
