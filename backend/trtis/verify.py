@@ -27,8 +27,10 @@ class Comparison:
 
 
 def compare(stage: str, reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray],
-            tolerance: float | Mapping[str, float]) -> list[Comparison]:
-    """The largest absolute difference of each output (shapes must agree)."""
+            tolerance: float | Mapping[str, float], reduce: Callable[[np.ndarray], float] = np.max,
+            label: str = "{}") -> list[Comparison]:
+    """The largest absolute difference of each output (shapes must agree); ``reduce`` another
+    statistic of the differences, with the output named by ``label``."""
     rows = []
     for name, expected in reference.items():
         if name not in candidate:
@@ -38,8 +40,8 @@ def compare(stage: str, reference: Mapping[str, np.ndarray], candidate: Mapping[
         if actual.shape != expected.shape:
             raise VerificationError(f"{stage}: output {name!r} has shape {actual.shape}, the source {expected.shape}")
         limit = tolerance[name] if isinstance(tolerance, Mapping) else tolerance
-        diff = float(np.abs(actual.astype(np.float64) - expected.astype(np.float64)).max()) if actual.size else 0.0
-        rows.append(Comparison(stage, name, diff, float(limit)))
+        diff = float(reduce(np.abs(actual.astype(np.float64) - expected.astype(np.float64)))) if actual.size else 0.0
+        rows.append(Comparison(stage, label.format(name), diff, float(limit)))
     return rows
 
 
@@ -47,10 +49,7 @@ def compare_mean(stage: str, reference: Mapping[str, np.ndarray], candidate: Map
                  tolerance: float) -> list[Comparison]:
     """The mean absolute difference of each output, for outputs that may differ a lot at a few
     places for a known reason (two JPEG decoders at sharp colour edges) but must agree overall."""
-    rows = compare(stage, reference, candidate, float("inf"))
-    return [Comparison(stage, f"{row.output} (mean)", float(np.abs(np.asarray(candidate[row.output], np.float64)
-                                                                  - np.asarray(reference[row.output], np.float64)).mean()),
-                       tolerance) for row in rows]
+    return compare(stage, reference, candidate, tolerance, np.mean, "{} (mean)")
 
 
 def within(tolerance: float | Mapping[str, float]) -> Callable[[str, Mapping[str, np.ndarray], Mapping[str, np.ndarray]],
