@@ -242,8 +242,6 @@ def tune_main(argv: Sequence[str]) -> int:
     return run_tune(args, args.model, instances, requests, source, threads=threads)
 
 
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     return tune_main(argv[1:]) if argv[:1] == ["tune"] else bench_main(argv)

@@ -93,13 +93,14 @@ def main() -> None:
     server.serve_forever()
 
 
-def _importable(overrides: Mapping[str, StepFunction]) -> bytes:
+def _job(root: str, model: str, overrides: Mapping[str, StepFunction], port: int) -> bytes:
+    """What the child is to serve, pickled; the overrides must be functions it can import."""
     scripted = [name for name, function in overrides.items() if getattr(function, "__module__", None) == "__main__"]
     if scripted:
         raise ValueError(f"the overrides of {scripted} are defined in the script being run: the naive server "
                          "loads them in a process of its own, so define them in a module it can import")
     try:
-        return pickle.dumps(dict(overrides))
+        return pickle.dumps((root, model, dict(overrides), port))
     except (pickle.PicklingError, AttributeError, TypeError) as error:
         raise ValueError(f"the overrides cannot be handed to the naive server's process ({error}): pass "
                          "functions defined at the top level of an importable module") from error
@@ -113,8 +114,7 @@ class NaiveServer:
         self.root, self.model, self.overrides, self.port, self.timeout = str(root), model, dict(overrides or {}), port, timeout
 
     def __enter__(self) -> NaiveServer:
-        _importable(self.overrides)
-        job = pickle.dumps((self.root, self.model, self.overrides, self.port))
+        job = _job(self.root, self.model, self.overrides, self.port)
         # The child imports what this process can: the same module path.
         environment = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         self.process = subprocess.Popen([sys.executable, "-m", "trtis.bench.naive_server"], stdin=subprocess.PIPE,
