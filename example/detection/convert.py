@@ -101,8 +101,7 @@ def preprocess_stage(options: Options, images: list[bytes], rows: list) -> repos
                config.Tensor(pipeline.META_SIZE, np.float32, [2])]
     common = dict(max_batch_size=batching, inputs=[config.Tensor(pipeline.RAW_IMAGE, np.object_, [1])],
                   outputs=outputs, instances=[config.Instances(options.preprocess_instances)],
-                  dynamic_batching=config.DynamicBatching(
-                      max_queue_delay_us=1000 if options.preprocess_format == "gpu" else CPU_QUEUE_DELAY_US))
+                  dynamic_batching=batching_for(options.preprocess_format == "gpu", gpu_delay_us=1000))
     names = [pipeline.IMAGE, pipeline.META_AFFINE, pipeline.META_SIZE]
     parameters = {"input_size": size, "max_pixels": options.max_pixels}
     if options.preprocess_format == "python":
@@ -157,9 +156,14 @@ def image_dtype(options: Options) -> type:
     return np.float16 if options.preprocess_format == "gpu" and options.network_format in HALF_INPUT else np.float32
 
 
+def batching_for(on_gpu: bool, gpu_delay_us: int) -> config.DynamicBatching:
+    """A model's dynamic batching: on a GPU a short wait fills batches; on the CPU none (CPU_QUEUE_DELAY_US)."""
+    return config.DynamicBatching(max_queue_delay_us=gpu_delay_us if on_gpu else CPU_QUEUE_DELAY_US)
+
+
 def fused(options: Options) -> bool:
     """Whether the decoding runs inside the network model: for the compiled network on a GPU."""
-    return options.network_format == "compiled" and torch.cuda.is_available()
+    return options.network_format == "compiled" and network_on_gpu(options)
 
 
 def network_stage(options: Options, network: torch.nn.Module, image: np.ndarray) -> export.Exported:
@@ -170,8 +174,7 @@ def network_stage(options: Options, network: torch.nn.Module, image: np.ndarray)
         name=pipeline.NETWORK, max_batch_size=options.max_batch_size, instances=options.network_instances,
         gpus=options.gpus, warmup_max_batch=options.warmup_max_batch,
         inputs=[config.Tensor(pipeline.IMAGE, image_dtype(options), list(image.shape[1:]))],
-        dynamic_batching=config.DynamicBatching(max_queue_delay_us=2000 if network_on_gpu(options)
-                                                else CPU_QUEUE_DELAY_US),
+        dynamic_batching=batching_for(network_on_gpu(options), gpu_delay_us=2000),
         compare=verify.within(NETWORK_TOLERANCE), compare_reduced=matching.same_peaks,
         calibration=lambda: calibration_feeds(options), calibration_method=options.calibration_method,
         int8_form=options.int8_form, cache_dir=options.calibration_cache)
@@ -193,7 +196,7 @@ def decoded_network_stage(options: Options, network: torch.nn.Module, image: np.
         [pipeline.IMAGE, pipeline.META_AFFINE, pipeline.META_SIZE], [pipeline.BOXES, pipeline.SCORES, pipeline.CLASSES],
         "compiled", name=pipeline.NETWORK, max_batch_size=options.max_batch_size, instances=options.network_instances,
         gpus=options.gpus, warmup_max_batch=options.warmup_max_batch,
-        dynamic_batching=config.DynamicBatching(max_queue_delay_us=2000),
+        dynamic_batching=batching_for(on_gpu=True, gpu_delay_us=2000),
         inputs=[config.Tensor(pipeline.IMAGE, image_dtype(options), list(image.shape[1:])),
                 config.Tensor(pipeline.META_AFFINE, np.float32, [2, 3]), config.Tensor(pipeline.META_SIZE, np.float32, [2])],
         outputs=detection_outputs(), files=labels(class_names), parameters={"host_outputs": "*"},
@@ -225,7 +228,7 @@ def postprocess_stage(options: Options, heads: tuple[torch.Tensor, ...], meta: t
         "torchscript" if on_gpu else "onnx", gpus=options.gpus if on_gpu else (), half=False,
         name=pipeline.POSTPROCESS, max_batch_size=options.max_batch_size, instances=options.postprocess_instances,
         dynamic_axes=dynamic,
-        dynamic_batching=config.DynamicBatching(max_queue_delay_us=1000 if on_gpu else CPU_QUEUE_DELAY_US),
+        dynamic_batching=batching_for(on_gpu, gpu_delay_us=1000),
         inputs=[config.Tensor(pipeline.HEADS[0], np.float32, [num_classes, out, out]),
                 config.Tensor(pipeline.HEADS[1], np.float32, [2, out, out]),
                 config.Tensor(pipeline.HEADS[2], np.float32, [2, out, out]),

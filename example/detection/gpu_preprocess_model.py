@@ -28,17 +28,18 @@ class TritonPythonModel:
         self.device = torch.device(f"cuda:{args['model_instance_device_id']}" if gpu else "cpu")
 
     def execute(self, requests):
-        images, owners = [], []
-        for number, request in enumerate(requests):
+        images, owned = [], []  # owned[r]: the indices in ``images`` of request r's images
+        for request in requests:
             raw = pb_utils.get_input_tensor_by_name(request, "raw_image").as_numpy().reshape(-1)
+            owned.append(range(len(images), len(images) + len(raw)))
             images += [bytes(encoded) for encoded in raw]
-            owners += [number] * len(raw)
         errors, image, meta_affine, meta_size = preprocess(images, self.size, self.device, self.max_pixels)
+        if image is not None:
+            image = image.to(self.dtype)  # once for the batch
         good = [n for n, error in enumerate(errors) if error is None]
         rows = {n: row for row, n in enumerate(good)}
         responses = []
-        for number in range(len(requests)):
-            mine = [n for n, owner in enumerate(owners) if owner == number]
+        for mine in owned:
             failed = [errors[n] for n in mine if errors[n] is not None]
             if failed:
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(
@@ -46,6 +47,6 @@ class TritonPythonModel:
                 continue
             picks = [rows[n] for n in mine]
             responses.append(pb_utils.InferenceResponse([
-                pb_utils.Tensor.from_dlpack(OUTPUTS[0], to_dlpack(image[picks].to(self.dtype).contiguous())),
+                pb_utils.Tensor.from_dlpack(OUTPUTS[0], to_dlpack(image[picks].contiguous())),
                 pb_utils.Tensor(OUTPUTS[1], meta_affine[picks]), pb_utils.Tensor(OUTPUTS[2], meta_size[picks])]))
         return responses

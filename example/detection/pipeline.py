@@ -7,6 +7,8 @@ normalisation, output stride and the number of detections.
 """
 from __future__ import annotations
 
+from trt_client.detections import BOXES, CLASSES, SCORES  # noqa: F401 - the outputs' names, one definition for client and example
+
 ENSEMBLE = "detection"
 PREPROCESS = "detection-preprocess"
 NETWORK = "detection-network"
@@ -17,7 +19,6 @@ IMAGE = "image"                  # FP32 [3, S, S]: BGR, normalised, letterboxed
 META_AFFINE = "meta_affine"      # FP32 [2, 3]: network-input pixels -> original-image pixels
 META_SIZE = "meta_size"          # FP32 [2]: original (height, width)
 HEADS = ("hm", "wh", "reg")      # the network's outputs, in this order
-BOXES, SCORES, CLASSES = "boxes", "scores", "classes"
 
 INPUT_SIZE = 512
 OUTPUT_STRIDE = 4
