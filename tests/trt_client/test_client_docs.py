@@ -17,21 +17,18 @@ from pathlib import Path
 import pytest
 
 from client_harness import make_certificates, tritonserver
+from docs.marked_blocks import blocks
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "client.md"
 INFERENCE_KEY = "a-key-for-the-docs-test-0123456789"
 TINY = {'"detection"': '"tiny-chain"', "--model detection": "--model tiny-chain", '"raw_image"': '"text"'}
 DETECTOR = {'"detection"': '"detector"', "--model detection": "--model detector", '"raw_image"': '"data"'}
-MARKED = re.compile(r"<!-- (?:test: (client(?: tls| detector)?)|illustrative: .+?) -->\n```(python|bash|text)\n(.*?)```",
-                    re.S)
 
 
 def samples() -> list[tuple[str, str, str]]:
     """(server, language, code) of every block marked to be tested, in the page's order."""
-    text = DOC.read_text()
-    found = MARKED.findall(text)
-    assert len(found) == text.count("```") // 2, "a code block of docs/client.md is not marked"
-    return [sample for sample in found if sample[0]]
+    found = blocks("docs/client.md")
+    assert all(block.marker for block in found), "a code block of docs/client.md is not marked"
+    return [(block.marker[1], block.language, block.code) for block in found if block.marker[0] == "test"]
 
 
 @pytest.fixture(scope="module")
