@@ -8,11 +8,13 @@
 #   tools/device/gpu-figures.sh one-card   the converted repository's GPU instances, on GPU 0 only (the
 #                                          one-card baseline of a two-card run, without converting again)
 # Settings come from the environment (defaults in brackets): GPUS [0], INSTANCES ["2 2 1"] (pre/net/post per
-# GPU), MAX_BATCH [64], NAME [h100-gpu], DEVICE_NAME [what nvidia-smi says], LEVELS, SECONDS, START_ARGS (more
-# start.sh flags, e.g. --mps), BENCH_ARGS (more bench.sh flags); reports go to $OUT (the device tool's folder) or reports/.
+# GPU), MAX_BATCH [64], NAME [h100-gpu], DEVICE_NAME [what nvidia-smi says], LEVELS, SECONDS_PER_LEVEL, CLIENTS [4],
+# NAIVE [0: no naive baseline, the hosts lack Flask], START_ARGS (more start.sh flags, e.g. --mps), BENCH_ARGS (more
+# bench.sh flags); reports go to $OUT (the device tool's folder) or reports/.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
+PATH="$PATH:/usr/local/nvidia/bin"  # the lent hosts keep the driver's tools (nvidia-cuda-mps-control) there
 [ -e .venv ] || ln -s /tmp/trtis/venv .venv  # setup.sh packages made it; each transfer drops the link
 export PYTHONUNBUFFERED=1
 out="${OUT:-$root/reports}"
@@ -40,7 +42,7 @@ case "${1:-}" in
     # shellcheck disable=SC2086
     example/detection/bench.sh --image-dir "$images/images" --concurrency ${LEVELS:-1 8 32 64 128 256} \
       --seconds "${SECONDS_PER_LEVEL:-10}" --warmup 5 --clients "${CLIENTS:-4}" --batches 1 8 32 64 \
-      --naive-concurrency "${NAIVE:-16}" --output "$out" --name "${NAME:-h100-gpu}" --device "$card" ${BENCH_ARGS:-} ;;
+      --naive-concurrency "${NAIVE:-0}" --output "$out" --name "${NAME:-h100-gpu}" --device "$card" ${BENCH_ARGS:-} ;;
   evaluate)
     .venv/bin/python example/detection/evaluate.py --dataset "$images" --url 127.0.0.1:7001 \
       --report "$out/${NAME:-h100-gpu}-map.md" ;;
