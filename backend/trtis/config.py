@@ -152,6 +152,36 @@ def model_config(
     return config
 
 
+# Config parameters of a model with a prepare step (``with_prepare_step``).
+PREPARE = "prepare"
+PREPARED_INPUTS = "prepared_inputs"
+
+
+def with_prepare_step(model: ModelConfig, module_file: str, inputs: Sequence[Tensor]) -> ModelConfig:
+    """``model`` with a Python step in front of it, in the same process: the server hands the step
+    ``inputs`` (e.g. encoded images), and the step's ``prepare(feeds, device, parameters)`` (in
+    ``module_file``, beside the model file) returns each request's inputs for the model, or the
+    exception that fails that request alone.
+
+    Why: Triton's ensemble gives each request's next step to any instance of the next model, so
+    a tensor made on one GPU may be consumed on another and always crosses processes. A prepare
+    step keeps a request's data on its instance's GPU and in its process. The step runs in this
+    project's Python-based backends (every model of the embedded server, ``torch_compile``
+    everywhere); the official image's native backends do not know it.
+    """
+    prepared = pb.ModelConfig()
+    prepared.CopyFrom(model)
+    del prepared.input[:]
+    for tensor in inputs:
+        _io(prepared.input.add(), tensor)
+    prepared.parameters[PREPARE].string_value = module_file
+    prepared.parameters[PREPARED_INPUTS].string_value = ",".join(
+        f"{t.name}:{pb.DataType.Name(t.data_type)}" for t in model.input)
+    # Warm-up requests are zeros of the config's inputs: not what a prepare step reads.
+    del prepared.model_warmup[:]
+    return prepared
+
+
 @dataclass
 class Step:
     """One model in an ensemble chain.

@@ -9,12 +9,12 @@ hands tensors from model to model without host copies.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from trtis.config import DEFAULT_MODEL_FILENAME, ModelConfig
+from trtis.config import DEFAULT_MODEL_FILENAME, PREPARED_INPUTS, ModelConfig
 
 Feed = Mapping[str, np.ndarray]
 
@@ -124,6 +124,8 @@ class TorchRuntime(Runtime):
         if int(parameters.get("intra_op_thread_count", 0)) > 0:  # 0: torch's default, every core
             torch.set_num_threads(int(parameters["intra_op_thread_count"]))
         self.torch = torch
+        if self.device.startswith("cuda"):  # the process's kernels and context on its instance's GPU alone
+            torch.cuda.set_device(self.device)
         # Small outputs leave as host arrays even on the GPU path: handing a CUDA tensor back costs the
         # Python backend more per request than copying a few KB.
         host = parameters.get("host_outputs", "")
@@ -191,8 +193,13 @@ class CompiledRuntime(TorchRuntime):
             if node.target is torch.ops.aten._assert_tensor_metadata.default:
                 module.graph.erase_node(node)
         module.recompile()
-        shapes = [(node.meta["val"].shape[1:], node.meta["val"].dtype) for node in module.graph.nodes
-                  if node.op == "placeholder"]
+        # Warmed with the dtypes it will be fed (the config's, e.g. FP16 images), not the program's own
+        # (FP32 at export): a dtype the warm-up did not see recompiles the graph at the first request,
+        # which then took 10-15 s in every instance on an H100.
+        served = {name: torch.from_numpy(np.empty(0, dtype)).dtype for name, dtype in self.inputs.items()
+                  if dtype is not None and np.dtype(dtype).kind == "f"}
+        shapes = [(node.meta["val"].shape[1:], served.get(node.name, node.meta["val"].dtype))
+                  for node in module.graph.nodes if node.op == "placeholder"]
         module = module.to(self.device)
         self.channels_last = self.device.startswith("cuda")
         if self.channels_last:
@@ -319,11 +326,41 @@ def model_file(model_dir: Path, config: ModelConfig, version: int | str = 1) -> 
     return Path(model_dir) / str(version) / filename
 
 
+def numpy_dtype(type_name: str) -> np.dtype:
+    """A config's data type name (``TYPE_FP16``) as numpy's."""
+    from tritonclient.utils import triton_to_np_dtype
+
+    return np.dtype(triton_to_np_dtype(type_name.removeprefix("TYPE_").replace("STRING", "BYTES")))
+
+
+def file_inputs(config_inputs: Mapping[str, np.dtype], parameters: Mapping[str, str]) -> dict[str, np.dtype]:
+    """What the model file takes: the config's inputs, or what its prepare step makes of them
+    (``config.with_prepare_step``)."""
+    prepared = parameters.get(PREPARED_INPUTS)
+    if not prepared:
+        return dict(config_inputs)
+    return {name: numpy_dtype(kind) for name, kind in (item.split(":") for item in prepared.split(","))}
+
+
+def prepare_step(version_dir: Path, filename: str) -> Callable:
+    """The ``prepare`` function of a prepare step's module beside the model file
+    (``config.with_prepare_step``); the modules beside it import as top-level modules, as they do
+    in a Python-backend model."""
+    import importlib.util
+    import sys
+
+    if str(version_dir) not in sys.path:
+        sys.path.insert(0, str(version_dir))
+    spec = importlib.util.spec_from_file_location(Path(filename).stem, Path(version_dir) / filename)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.prepare
+
+
 def load(model_dir: Path, config: ModelConfig, device: str = "cpu", parameters: Mapping[str, str] | None = None,
          version: int | str = 1) -> Runtime:
     """Load a repository's model in this process with the runtime its backend uses."""
     from tritonclient.grpc import model_config_pb2 as pb
-    from tritonclient.utils import triton_to_np_dtype
 
     backend = backend_of(config)
     if backend not in RUNTIMES:
@@ -332,8 +369,7 @@ def load(model_dir: Path, config: ModelConfig, device: str = "cpu", parameters: 
     path = model_file(model_dir, config, version)
     if not path.exists():
         raise FileNotFoundError(f"model {config.name!r}: model file {path} not found")
-    inputs = {t.name: np.dtype(triton_to_np_dtype(pb.DataType.Name(t.data_type).removeprefix("TYPE_")
-                                                  .replace("STRING", "BYTES"))) for t in config.input}
     merged = {k: v.string_value for k, v in config.parameters.items()} | dict(parameters or {})
+    inputs = file_inputs({t.name: numpy_dtype(pb.DataType.Name(t.data_type)) for t in config.input}, merged)
     return RUNTIMES[backend](config.name, path, device, merged, inputs, [t.name for t in config.output])
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from trtis import repository, runtimes
 from trtis.bench.ensembles import composing_models
-from trtis.config import ModelConfig
+from trtis.config import PREPARE, ModelConfig
 
 Arrays = dict[str, np.ndarray]
 StepFunction = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
@@ -68,9 +68,20 @@ class InProcessModel:
                              f"overrides={{{model!r}: function}} giving its outputs from its inputs")
         folder = self.root / model
         versions = [int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit()]
-        runtime = runtimes.load(folder, config, self.devices[model], version=max(versions, default=1))
+        version = max(versions, default=1)
+        runtime = runtimes.load(folder, config, self.devices[model], version=version)
         self._runtimes.append(runtime)
-        return runtime.run
+        parameters = {key: value.string_value for key, value in config.parameters.items()}
+        if not parameters.get(PREPARE):
+            return runtime.run
+        prepare, device = runtimes.prepare_step(folder / str(version), parameters[PREPARE]), self.devices[model]
+
+        def prepared(feed: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+            (inputs,) = prepare([feed], device, parameters)  # as the served model runs its prepare step
+            if isinstance(inputs, Exception):
+                raise inputs
+            return runtime.run(inputs)
+        return prepared
 
     def step_feeds(self, feed: Mapping[str, np.ndarray]) -> dict[str, Arrays]:
         """Run the model on ``feed``; each composing model's own input feed, by model name."""

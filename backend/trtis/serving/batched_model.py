@@ -10,6 +10,10 @@ Tensors travel as numpy arrays on the CPU path and as torch CUDA tensors on the 
 Triton hands over in GPU memory (a model whose config says ``FORCE_CPU_ONLY_INPUT_TENSORS: no``)
 arrives through DLPack without a copy, and a CUDA output leaves the same way, so a GPU pipeline
 never round-trips through host memory. Batching, splitting and the checks are the same on both.
+
+A model with a prepare step (``trtis.config.with_prepare_step``) first hands every request's inputs
+to the step's ``prepare`` in this process; a request the step refuses fails alone, and the others
+run together as above, on this instance's device.
 """
 from __future__ import annotations
 
@@ -22,8 +26,8 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from trtis.config import ModelConfig
-from trtis.runtimes import Runtime, model_file
+from trtis.config import PREPARE, ModelConfig
+from trtis.runtimes import Runtime, file_inputs, model_file, prepare_step
 
 Feed = dict[str, Any]  # numpy arrays, or torch tensors on the GPU path
 
@@ -112,12 +116,29 @@ class BatchedModel:
             # every core slowed two instances on two cores twentyfold.
             instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1
             parameters["intra_op_thread_count"] = str(max(1, (os.cpu_count() or 1) // instances))
-        self.device, self.one_by_one = device, 0
-        self.model = self.runtime(self.name, path, device, parameters, self.inputs, list(self.outputs),
+        self.device, self.one_by_one, self.parameters = device, 0, parameters
+        self.prepare = prepare_step(path.parent, parameters[PREPARE]) if parameters.get(PREPARE) else None
+        self.file_inputs = file_inputs(self.inputs, parameters)  # what the model file takes
+        self.model = self.runtime(self.name, path, device, parameters, self.file_inputs, list(self.outputs),
                                   keep_on_device=True)
 
     def execute(self, requests: list) -> list:
-        feeds = [self._feed(request) for request in requests]
+        feeds: list = [self._feed(request) for request in requests]
+        if self.prepare is not None:
+            try:
+                feeds = self.prepare(feeds, self.device, self.parameters)
+            except Exception as error:  # noqa: BLE001 - the step itself broke: every request says why
+                return [self._error(error) for _ in requests]
+        responses = [self._error(feed) if isinstance(feed, Exception) else None for feed in feeds]
+        ready = [n for n, response in enumerate(responses) if response is None]
+        for n, response in zip(ready, self._respond([feeds[n] for n in ready])):
+            responses[n] = response
+        return responses
+
+    def _respond(self, feeds: list[Feed]) -> list:
+        """The requests' responses: run together, or one by one where that fails."""
+        if not feeds:
+            return []
         try:
             return [self._response(result) for result in self._run_together(feeds)]
         except Exception as error:  # noqa: BLE001 - reported to the client, per request
@@ -142,17 +163,22 @@ class BatchedModel:
 
     def _run_together(self, feeds: list[Feed]) -> list[Feed]:
         for feed in feeds:
-            missing = self.inputs.keys() - feed.keys()
+            missing = self.file_inputs.keys() - feed.keys()
             if missing:
                 raise ValueError(f"model {self.name!r}: request lacks inputs {sorted(missing)}")
         same_shapes = all({k: v.shape[1:] for k, v in f.items()} == {k: v.shape[1:] for k, v in feeds[0].items()} for f in feeds)
         if not (self.batching and same_shapes and len(feeds) > 1):
-            return [self._checked(self.run(feed), feed) for feed in feeds]
+            return [self._checked(self.run(self._typed(feed)), feed) for feed in feeds]
         sizes = [len(next(iter(feed.values()))) for feed in feeds]
-        batch = {name: _concatenate([feed[name] for feed in feeds], self.device) for name in self.inputs}
+        batch = self._typed({name: _concatenate([feed[name] for feed in feeds], self.device) for name in self.file_inputs})
         outputs = self._checked(self.run(batch), batch)
         parts = {name: _split(value, sizes) for name, value in outputs.items()}
         return [{name: parts[name][i] for name in parts} for i in range(len(feeds))]
+
+    def _typed(self, feed: Feed) -> Feed:
+        """The inputs as the model file takes them: a no-op for what Triton hands over, a cast (once
+        per batch) for what a prepare step made."""
+        return {name: _as_dtype(feed[name], dtype) for name, dtype in self.file_inputs.items()}
 
     def _checked(self, outputs: Mapping[str, Any], feed: Feed) -> Feed:
         batch = len(next(iter(feed.values()))) if self.batching else None
