@@ -11,7 +11,7 @@ Self-contained beside ``letterbox.py``, so both can be copied next to the Triton
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -21,6 +21,8 @@ try:
     from detection.letterbox import MAX_PIXELS, MEAN_BGR, STD_BGR, checked_size, decode_bgr, inverse_affine
 except ModuleNotFoundError:  # copied beside the Triton model, with letterbox.py
     from letterbox import MAX_PIXELS, MEAN_BGR, STD_BGR, checked_size, decode_bgr, inverse_affine
+
+RAW_IMAGE, OUTPUTS = "raw_image", ("image", "meta_affine", "meta_size")  # detection.pipeline's names
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 
@@ -129,3 +131,32 @@ def preprocess(images: Sequence[bytes], size: int, device: torch.device | str = 
         affines = np.array([inverse_affine(int(h), int(w), size) for h, w in sizes], np.float32).reshape(-1, 2, 3)
         batch = warp(good, size, affines, mean, std) if good else None
     return errors, batch, affines, sizes
+
+
+def prepare(feeds: Sequence[Mapping[str, np.ndarray]], device: torch.device | str,
+            parameters: Mapping[str, str], dtype: torch.dtype = torch.float32) -> list:
+    """Each request's ``raw_image`` (encoded images) -> its ``image``, ``meta_affine`` and ``meta_size``,
+    or the ValueError that fails that request alone; all the requests' images are decoded and warped
+    together. The preprocess model runs it, and so does a network model with it as its prepare step
+    (``trtis.config.with_prepare_step``: the image then never leaves its instance's GPU)."""
+    images, owned = [], []  # owned[r]: the indices in ``images`` of request r's images
+    for feed in feeds:
+        raw = feed[RAW_IMAGE].reshape(-1)
+        owned.append(range(len(images), len(images) + len(raw)))
+        images += [bytes(encoded) for encoded in raw]
+    max_pixels = int(parameters.get("max_pixels", MAX_PIXELS))
+    errors, image, meta_affine, meta_size = preprocess(images, int(parameters["input_size"]), device, max_pixels)
+    if image is not None:
+        image = image.to(dtype)  # once for the batch
+    first = 0  # the good images are rows of ``image`` in order, so a good request's rows are consecutive
+    prepared: list = []
+    for mine in owned:
+        failed = [errors[n] for n in mine if errors[n] is not None]
+        if failed:
+            prepared.append(failed[0])
+            first += len(mine) - len(failed)
+            continue
+        rows = slice(first, first + len(mine))
+        first += len(mine)
+        prepared.append(dict(zip(OUTPUTS, (image[rows], meta_affine[rows], meta_size[rows]))))
+    return prepared

@@ -14,10 +14,15 @@ import torch
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from detection import gpu_preprocess, letterbox, pipeline
-from detection.convert import PREPROCESS_TOLERANCE, Options, preprocess_stage
+from detection import dataset, gpu_preprocess, letterbox, pipeline
+from detection.convert import (DEFAULT_CLASSES, PREPROCESS_TOLERANCE, Options, decoded_network_stage,
+                               preprocess_stage, repository_models, sample_images, validate)
+from detection.matching import REDUCED, centres, compare_detections
+from detection.reference import ReferencePipeline
+from served_repository import INPUT_SIZE
 from test_preprocess import IMAGES, SIZE
-from trtis import config, repository
+from trt_client import client
+from trtis import config, repository, verify
 from trtis.serving import serve
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,3 +123,56 @@ def test_images_of_different_sizes_warp_together_as_each_alone():
 def test_a_large_image_gets_a_canvas_of_its_own():
     groups = gpu_preprocess._groups([(100, 100), (8000, 8000), (120, 90), (100, 100)])
     assert sorted(map(sorted, groups)) == [[0, 2, 3], [1]]
+
+
+@pytest.fixture(scope="module")
+def in_network(network, tmp_path_factory):
+    """``--preprocess-in-network`` as convert.sh assembles it. Without a GPU (where convert.sh refuses
+    the GPU preprocess): the decoded network as FP32 TorchScript on the CPU, and the preprocess's CPU
+    decode; the compiled GPU form is measured in docs/performance/gpu.md."""
+    root = tmp_path_factory.mktemp("in_network")
+    options = Options(root, input_size=INPUT_SIZE, max_batch_size=8, preprocess_format="gpu", preprocess_in_network=True,
+                      network_format="compiled" if torch.cuda.is_available() else "torchscript",
+                      network_instances=1, max_pixels=10_000_000)
+    reference = ReferencePipeline(network, INPUT_SIZE)
+    images = sample_images(())
+    image, meta_affine, meta_size = reference.preprocess(images)
+    decoded = decoded_network_stage(options, network, image, (meta_affine, meta_size), DEFAULT_CLASSES)
+    preprocess = preprocess_stage(options, [], [])  # its settings and files: the model itself is not written
+    repository.write_repository(root, repository_models(options, preprocess, [decoded.model], DEFAULT_CLASSES))
+    with serve(root) as running:
+        yield running, reference
+
+
+def test_the_preprocess_in_the_network_serves_the_reference_detections(in_network):
+    """One model: the ensemble's single step takes the encoded image; the detections are the
+    in-process pipeline's (OpenCV preprocess, PyTorch network and decoder)."""
+    running, reference = in_network
+    config_text = (running.repository / pipeline.NETWORK / "config.pbtxt").read_text()
+    assert 'name: "raw_image"' in config_text and "gpu_preprocess.py" in config_text
+    assert sorted(p.name for p in running.repository.iterdir() if p.is_dir()) == [pipeline.ENSEMBLE, pipeline.NETWORK]
+    samples = [dataset.generate(dataset.SPLIT_SEEDS["test"], i) for i in range(3)]
+    with client.Inference(running.grpc_url, pipeline.ENSEMBLE, "1") as runner:
+        for sample in samples:
+            served = runner.run(input={pipeline.RAW_IMAGE: np.array([sample.jpeg], dtype=bytes)})
+            expected = reference([sample.jpeg])
+            assert (expected[pipeline.SCORES] > 0.3).sum() >= 1, "the test image has detections to compare"
+            scale = max(sample.image.shape[:2]) / INPUT_SIZE
+            verify.require(compare_detections("preprocess in network", centres(expected), centres(served),
+                                              min_score=REDUCED["min_score"], score_tolerance=REDUCED["score_tolerance"],
+                                              box_tolerance=REDUCED["box_tolerance"] * scale))
+
+
+def test_the_preprocess_in_the_network_refuses_a_bad_image_alone(in_network):
+    running, _ = in_network
+    good = IMAGES["jpeg"]()
+    with client.Inference(running.grpc_url, pipeline.ENSEMBLE, "1") as runner:
+        with pytest.raises(Exception, match="over the limit of 10000000 pixels"):
+            runner.run(input={pipeline.RAW_IMAGE: np.array([letterbox_bomb()], dtype=bytes)})
+        assert runner.run(input={pipeline.RAW_IMAGE: np.array([good], dtype=bytes)})[pipeline.BOXES].shape == (
+            1, pipeline.TOP_K, 4)
+
+
+def test_convert_refuses_the_preprocess_in_the_network_without_its_formats():
+    with pytest.raises(ValueError, match="add --preprocess-format gpu --network-format compiled"):
+        validate(Options(Path("unused"), preprocess_in_network=True))

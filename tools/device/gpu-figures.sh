@@ -10,7 +10,7 @@
 # Settings come from the environment (defaults in brackets): GPUS [0], INSTANCES ["2 2 1"] (pre/net/post per
 # GPU), MAX_BATCH [64], NAME [h100-gpu], DEVICE_NAME [what nvidia-smi says], LEVELS, SECONDS_PER_LEVEL, CLIENTS [4],
 # NAIVE [0: no naive baseline, the hosts lack Flask], START_ARGS (more start.sh flags, e.g. --mps), BENCH_ARGS (more
-# bench.sh flags); reports go to $OUT (the device tool's folder) or reports/.
+# bench.sh flags), CONVERT_ARGS (more convert.sh flags, e.g. --preprocess-in-network); reports go to $OUT (the device tool's folder) or reports/.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
@@ -27,9 +27,11 @@ images=.device/extras/test
   --count "${IMAGES:-200}" --output "$images"
 case "${1:-}" in
   convert)
+    # shellcheck disable=SC2086
     example/detection/convert.sh --preprocess-format gpu --network-format compiled --gpus "$gpus" \
       --max-batch-size "${MAX_BATCH:-64}" --preprocess-instances "$pre" --network-instances "$net" \
-      --postprocess-instances "$post" --warmup-max-batch "${WARMUP:-4}" --check-images "$images"/images/3_00000{0,1,2}.jpg ;;
+      --postprocess-instances "$post" --warmup-max-batch "${WARMUP:-4}" --check-images "$images"/images/3_00000{0,1,2}.jpg \
+      ${CONVERT_ARGS:-} ;;
   serve)
     # shellcheck disable=SC2086
     ./start.sh --restart --timeout 900 ${START_ARGS:-}
@@ -50,7 +52,8 @@ case "${1:-}" in
     # With MPS the instances' processes share one GPU context, so their kernels run side by side
     # instead of in time slices. Start it before the server; `off` stops it after the server.
     if [ "${2:-on}" = on ]; then nvidia-cuda-mps-control -d && echo "gpu-figures.sh: MPS on"
-    else echo quit | nvidia-cuda-mps-control && echo "gpu-figures.sh: MPS off"; fi ;;
+    # MPS quits only when its clients have ended: stop the server first (a live one made this wait forever).
+    else echo quit | timeout 30 nvidia-cuda-mps-control && echo "gpu-figures.sh: MPS off"; fi ;;
   one-card)
     .venv/bin/python - <<'PY'
 from pathlib import Path
