@@ -131,6 +131,7 @@ def test_requests_the_model_refuses_are_counted_with_the_reason(tiny_server, tmp
 
 def test_gpu_metrics_are_read_from_triton_and_an_unreachable_endpoint_is_named(tiny_server):
     assert gpu_metrics.read(tiny_server.metrics_url) == []
+    assert gpu_metrics.read_settled(tiny_server.metrics_url) == [], "a server without GPUs has nothing to wait for"
     unreachable = tiny_server.metrics_url.replace(str(tiny_server.ports.metrics), str(tiny_server.ports.http + 40000))
     with pytest.raises(gpu_metrics.MetricsUnavailable, match="cannot read Triton's metrics"):
         gpu_metrics.read(unreachable)

@@ -36,6 +36,18 @@ def read(metrics_url: str, timeout: float = 5) -> list[dict]:
             for index, (uuid, values) in enumerate(gpus.items())]
 
 
+def read_settled(metrics_url: str, wait: float = 6.0) -> list[dict]:
+    """``read``, waiting up to ``wait`` seconds for the first refresh: a server that has just started
+    reports 0 MiB in use on every GPU until it first polls them (seen on two H100s), and a GPU the
+    server uses never has 0 MiB in use."""
+    deadline = time.monotonic() + wait
+    readings = read(metrics_url)
+    while readings and not any(g["memory_used_mib"] for g in readings) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        readings = read(metrics_url)
+    return readings
+
+
 class GpuSampler:
     """Reads the metrics in the background between two wall-clock times; ``summary`` gives per GPU
     the mean utilisation and the most memory in use. Nothing is read when ``metrics_url`` is None.

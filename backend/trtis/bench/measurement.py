@@ -41,7 +41,7 @@ def measure_served(url: str, model: str, requests: Sequence[Request], levels: Se
     found: dict = {"model": model, "settings": statistics.settings(configs, models), "gpu_memory_at_rest_mib": {}}
     if metrics_url:
         try:
-            found["gpu_memory_at_rest_mib"] = {str(g["gpu"]): g["memory_used_mib"] for g in gpu_metrics.read(metrics_url)}
+            found["gpu_memory_at_rest_mib"] = {str(g["gpu"]): g["memory_used_mib"] for g in gpu_metrics.read_settled(metrics_url)}
         except gpu_metrics.MetricsUnavailable as error:
             log.warning("%s; the report has no GPU figures (give the server's metrics URL to get them)", error)
             found["gpu_metrics_error"], metrics_url = str(error), None
