@@ -161,7 +161,8 @@ def with_prepare_step(model: ModelConfig, module_file: str, inputs: Sequence[Ten
     """``model`` with a Python step in front of it, in the same process: the server hands the step
     ``inputs`` (e.g. encoded images), and the step's ``prepare(feeds, device, parameters)`` (in
     ``module_file``, beside the model file) returns each request's inputs for the model, or the
-    exception that fails that request alone.
+    exception that fails that request alone. An optional ``warm_up(device, parameters)`` there runs
+    once when an instance loads.
 
     Why: Triton's ensemble gives each request's next step to any instance of the next model, so
     a tensor made on one GPU may be consumed on another and always crosses processes. A prepare

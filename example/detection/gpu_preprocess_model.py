@@ -11,7 +11,7 @@ import json
 
 import torch
 import triton_python_backend_utils as pb_utils
-from gpu_preprocess import OUTPUTS, RAW_IMAGE, prepare
+from gpu_preprocess import OUTPUTS, RAW_IMAGE, prepare, warm_up
 from torch.utils.dlpack import to_dlpack
 
 
@@ -25,6 +25,7 @@ class TritonPythonModel:
         self.device = torch.device(f"cuda:{args['model_instance_device_id']}" if gpu else "cpu")
         if gpu:  # the process's context on its instance's GPU alone
             torch.cuda.set_device(self.device)
+        warm_up(self.device, self.parameters)
 
     def execute(self, requests):
         feeds = [{RAW_IMAGE: pb_utils.get_input_tensor_by_name(request, RAW_IMAGE).as_numpy()} for request in requests]

@@ -1,7 +1,7 @@
 """A model with a prepare step (``trtis.config.with_prepare_step``), served by the real server: the
-step turns each request's raw bytes into the model's input in the model's own process; a request the
-step refuses fails alone, the others still run as one batch, and a step that breaks fails only the
-requests it was handed."""
+step turns each request's raw bytes into the model's input in the model's own process (warmed up once
+when the instance loads: its prepare refuses to run otherwise); a request the step refuses fails
+alone, the others still run as one batch, and a step that breaks fails only the requests it was handed."""
 from __future__ import annotations
 
 import asyncio
@@ -23,9 +23,16 @@ STEP = '''
 import numpy as np
 
 SIZE = 3 * 16 * 16 * 4
+WARM = []
+
+
+def warm_up(device, parameters):
+    WARM.append(device)
 
 
 def prepare(feeds, device, parameters):
+    if WARM != [device]:
+        raise RuntimeError(f"warm_up ran for {WARM}, not once for {device}")
     prepared = []
     for feed in feeds:
         raw = [bytes(value) for value in feed["pixels"].reshape(-1)]

@@ -3,11 +3,12 @@
 #   tools/device/gpu-figures.sh convert    convert.sh for the GPU (GPU preprocess, compiled network)
 #   tools/device/gpu-figures.sh serve      start the server on it (stays up for the next calls)
 #   tools/device/gpu-figures.sh bench      bench.sh on the test images
+#   tools/device/gpu-figures.sh start-times  server start until ready, warm (the shipped inductor cache) and cold
 #   tools/device/gpu-figures.sh evaluate   served mAP against the FP32 PyTorch model in process
 #   tools/device/gpu-figures.sh mps on|off CUDA MPS control daemon (start it before the server)
 #   tools/device/gpu-figures.sh one-card   the converted repository's GPU instances, on GPU 0 only (the
 #                                          one-card baseline of a two-card run, without converting again)
-# Settings come from the environment (defaults in brackets): GPUS [0], INSTANCES ["2 2 1"] (pre/net/post per
+# Settings come from the environment (defaults in brackets): GPUS [0], INSTANCES ["2 3 1"] (pre/net/post per
 # GPU), MAX_BATCH [64], NAME [h100-gpu], DEVICE_NAME [what nvidia-smi says], LEVELS, SECONDS_PER_LEVEL, CLIENTS [4],
 # NAIVE [0: no naive baseline, the hosts lack Flask], START_ARGS (more start.sh flags, e.g. --mps), BENCH_ARGS (more
 # bench.sh flags), CONVERT_ARGS (more convert.sh flags, e.g. --preprocess-in-network); reports go to $OUT (the device tool's folder) or reports/.
@@ -18,7 +19,7 @@ PATH="$PATH:/usr/local/nvidia/bin"  # the lent hosts keep the driver's tools (nv
 [ -e .venv ] || ln -s /tmp/trtis/venv .venv  # setup.sh packages made it; each transfer drops the link
 export PYTHONUNBUFFERED=1
 out="${OUT:-$root/reports}"
-read -r pre net post <<< "${INSTANCES:-2 2 1}"
+read -r pre net post <<< "${INSTANCES:-2 3 1}"
 gpus="${GPUS:-0}"
 card="${DEVICE_NAME:-$(nvidia-smi --query-gpu=name --format=csv,noheader | sort | uniq -c | sed 's/^ *//' | paste -sd,)}"
 images=.device/extras/test
@@ -45,6 +46,27 @@ case "${1:-}" in
     example/detection/bench.sh --image-dir "$images/images" --concurrency ${LEVELS:-1 8 32 64 128 256} \
       --seconds "${SECONDS_PER_LEVEL:-10}" --warmup 5 --clients "${CLIENTS:-4}" --batches 1 8 32 64 \
       --naive-concurrency "${NAIVE:-0}" --output "$out" --name "${NAME:-h100-gpu}" --device "$card" ${BENCH_ARGS:-} ;;
+  start-times)
+    # Server start until ready with the inductor cache convert.sh shipped (warm), then without it
+    # (cold: every instance compiles, and refills the cache); then the first requests' times.
+    for start in warm cold; do
+      [ "$start" = warm ] || rm -rf model_repository/detection-network/1/inductor-cache
+      began=$SECONDS
+      # shellcheck disable=SC2086
+      ./start.sh --restart --timeout 900 ${START_ARGS:-} > /dev/null
+      echo "gpu-figures.sh: $start start: $((SECONDS - began)) s until ready"
+      .venv/bin/python - "$images/images/3_000010.jpg" <<'PY'
+import sys, time
+import numpy as np
+from trt_client import client
+data = open(sys.argv[1], "rb").read()
+with client.Inference("127.0.0.1:7001", "detection", "1") as runner:
+    for n in range(3):
+        began = time.perf_counter()
+        runner.run(input={"raw_image": np.array([data], dtype=bytes)})
+        print(f"gpu-figures.sh: request {n + 1} after ready: {1000 * (time.perf_counter() - began):.0f} ms")
+PY
+    done ;;
   evaluate)
     .venv/bin/python example/detection/evaluate.py --dataset "$images" --url 127.0.0.1:7001 \
       --report "$out/${NAME:-h100-gpu}-map.md" ;;
@@ -68,5 +90,5 @@ for path in Path("model_repository").glob("*/config.pbtxt"):
     path.write_text(text_format.MessageToString(config))
 PY
     ;;
-  *) echo "usage: $0 convert|serve|bench|evaluate|mps on|off|one-card" >&2; exit 2 ;;
+  *) echo "usage: $0 convert|serve|bench|start-times|evaluate|mps on|off|one-card" >&2; exit 2 ;;
 esac

@@ -74,7 +74,8 @@ class InProcessModel:
         parameters = {key: value.string_value for key, value in config.parameters.items()}
         if not parameters.get(PREPARE):
             return runtime.run
-        prepare, device = runtimes.prepare_step(folder / str(version), parameters[PREPARE]), self.devices[model]
+        device = self.devices[model]
+        prepare = runtimes.prepare_step(folder / str(version), parameters[PREPARE], device, parameters)
 
         def prepared(feed: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
             (inputs,) = prepare([feed], device, parameters)  # as the served model runs its prepare step

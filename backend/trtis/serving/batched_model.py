@@ -117,7 +117,7 @@ class BatchedModel:
             instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1
             parameters["intra_op_thread_count"] = str(max(1, (os.cpu_count() or 1) // instances))
         self.device, self.one_by_one, self.parameters = device, 0, parameters
-        self.prepare = prepare_step(path.parent, parameters[PREPARE]) if parameters.get(PREPARE) else None
+        self.prepare = prepare_step(path.parent, parameters[PREPARE], device, parameters) if parameters.get(PREPARE) else None
         self.file_inputs = file_inputs(self.inputs, parameters)  # what the model file takes
         self.model = self.runtime(self.name, path, device, parameters, self.file_inputs, list(self.outputs),
                                   keep_on_device=True)
