@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -196,10 +197,11 @@ class CompiledRuntime(TorchRuntime):
         # Warmed with the dtypes it will be fed (the config's, e.g. FP16 images), not the program's own
         # (FP32 at export): a dtype the warm-up did not see recompiles the graph at the first request,
         # which then took 10-15 s in every instance on an H100.
-        served = {name: torch.from_numpy(np.empty(0, dtype)).dtype for name, dtype in self.inputs.items()
-                  if dtype is not None and np.dtype(dtype).kind == "f"}
-        shapes = [(node.meta["val"].shape[1:], served.get(node.name, node.meta["val"].dtype))
-                  for node in module.graph.nodes if node.op == "placeholder"]
+        placeholders = [node.meta["val"] for node in module.graph.nodes if node.op == "placeholder"]
+        fed = list(self.inputs.values())  # in the order ``run`` passes them
+        shapes = [(value.shape[1:], torch.from_numpy(np.empty(0, fed[n])).dtype
+                   if n < len(fed) and fed[n] is not None and np.dtype(fed[n]).kind == "f" else value.dtype)
+                  for n, value in enumerate(placeholders)]
         module = module.to(self.device)
         self.channels_last = self.device.startswith("cuda")
         if self.channels_last:
@@ -339,25 +341,60 @@ def file_inputs(config_inputs: Mapping[str, np.dtype], parameters: Mapping[str, 
     prepared = parameters.get(PREPARED_INPUTS)
     if not prepared:
         return dict(config_inputs)
-    return {name: numpy_dtype(kind) for name, kind in (item.split(":") for item in prepared.split(","))}
+    return {name: numpy_dtype(kind) for name, kind in (item.rsplit(":", 1) for item in prepared.split(","))}
 
 
-def prepare_step(version_dir: Path, filename: str, device: str, parameters: Mapping[str, str]) -> Callable:
-    """The ``prepare`` function of a prepare step's module beside the model file
-    (``config.with_prepare_step``), after the module's ``warm_up(device, parameters)`` where it has
-    one (first calls on a GPU are slow: the detection step's took 0.8 s per instance on an H100);
-    the modules beside it import as top-level modules, as they do in a Python-backend model."""
+def as_dtype(value: Any, dtype: np.dtype) -> Any:
+    """``value`` (numpy array or torch tensor) as ``dtype``; a torch tensor stays where it is."""
+    if not type(value).__module__.startswith("torch"):
+        value = np.asarray(value)
+        return value if value.dtype == dtype else value.astype(dtype)
+    import torch
+
+    wanted = torch.from_numpy(np.empty(0, dtype)).dtype
+    return value if value.dtype == wanted else value.to(wanted)
+
+
+def typed(feed: Mapping[str, Any], dtypes: Mapping[str, np.dtype]) -> dict[str, Any]:
+    """The inputs as a model file takes them (``file_inputs``): a no-op for what Triton hands over,
+    a cast for what a prepare step made (FP32 images for an FP16 network)."""
+    return {name: as_dtype(feed[name], dtype) for name, dtype in dtypes.items()}
+
+
+def prepare_step(version_dir: Path, filename: str, device: str,
+                 parameters: Mapping[str, str]) -> Callable[[list], list]:
+    """The prepare step beside a model file (``config.with_prepare_step``), loaded and warmed up
+    (its module's ``warm_up(device, parameters)``, where it has one: first calls on a GPU are slow,
+    the detection step's took 0.8 s per instance on an H100). The returned function takes the
+    requests' feeds and gives the step's answer for each, checking that there is one per request.
+
+    The files beside the model import as top-level modules, as they do in a Python-backend model:
+    the version folder joins ``sys.path`` for good, so in one process the first model's sibling
+    module of a name is the one every later step gets."""
+    import hashlib
     import importlib.util
     import sys
 
+    path = Path(version_dir) / filename
     if str(version_dir) not in sys.path:
         sys.path.insert(0, str(version_dir))
-    spec = importlib.util.spec_from_file_location(Path(filename).stem, Path(version_dir) / filename)
+    # A name of its own, registered before it runs (dataclasses and pickling look modules up there).
+    name = f"trtis_prepare_{Path(filename).stem}_{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None:
+        raise ValueError(f"prepare step {path}: not a Python module (name it .py)")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     if hasattr(module, "warm_up"):
         module.warm_up(device, parameters)
-    return module.prepare
+
+    def prepare(feeds: list) -> list:
+        prepared = list(module.prepare(feeds, device, parameters))
+        if len(prepared) != len(feeds):
+            raise RuntimeError(f"prepare step {filename}: {len(prepared)} answers for {len(feeds)} requests")
+        return prepared
+    return prepare
 
 
 def load(model_dir: Path, config: ModelConfig, device: str = "cpu", parameters: Mapping[str, str] | None = None,

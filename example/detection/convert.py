@@ -1,8 +1,10 @@
 """``convert.sh``: a CenterNet checkpoint -> the Triton model repository of the detection ensemble.
 
-Stages: preprocess (TensorFlow graph or OpenCV Python model, checked against the OpenCV reference),
-network (the format asked for, built and checked by ``trtis.export``), postprocess (the decoder as
-ONNX, checked), then the ensemble and the repository (configs by trtis, validated, written atomically).
+Stages: preprocess (TensorFlow graph, OpenCV Python model or the GPU preprocess, checked against the
+OpenCV reference), network (the format asked for, built and checked by ``trtis.export``), postprocess
+(the decoder as ONNX, checked), then the ensemble and the repository (configs by trtis, validated,
+written atomically). On a GPU with the compiled network the decoder runs inside the network, and the
+GPU preprocess too (``--preprocess-in-network``): the ensemble then has that one model.
 This module only describes CenterNet: the converting, checking and configuring is the library's.
 """
 from __future__ import annotations
@@ -60,6 +62,7 @@ IN_NETWORK_INSTANCES = 3
 # delays the first, as the network keeps every core busy with one (docs/performance/tune-cpu.md).
 CPU_QUEUE_DELAY_US = 0
 HALF_INPUT = ("compiled", "torchscript")  # the network formats that cast their input to FP16 themselves
+RAW_INPUT = config.Tensor(pipeline.RAW_IMAGE, np.object_, [1])  # what clients send: one encoded image
 
 
 @dataclass
@@ -96,9 +99,6 @@ def sample_images(paths: tuple[Path, ...]) -> list[bytes]:
     images.append(cv2.imencode(".png", gray)[1].tobytes())
     images.append(cv2.imencode(".jpg", rng.integers(0, 256, (7, 5, 3), dtype=np.uint8))[1].tobytes())
     return images
-
-
-RAW_INPUT = config.Tensor(pipeline.RAW_IMAGE, np.object_, [1])
 
 
 def preprocess_stage(options: Options, images: list[bytes], rows: list) -> repository.Model:
@@ -377,12 +377,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch-size", type=int, default=8, help="largest batch each model runs (default: 8)")
     # CPU defaults: the best of docs/performance/tune-cpu.md (2 cores); tune.sh finds them for another machine.
     parser.add_argument("--preprocess-instances", type=int, default=2,
-                        help="default: 2, so one image decodes while another waits")
+                        help="default: 2, so one image decodes while another waits (none of its own with "
+                             "--preprocess-in-network)")
     parser.add_argument("--network-instances", type=int,
                         help=f"default: {CPU_NETWORK_INSTANCES} on the CPU, whose threads use every core (tune.sh "
                              f"measures others), {GPU_NETWORK_INSTANCES} per GPU where the network runs on GPUs, "
                              f"{IN_NETWORK_INSTANCES} per GPU with the preprocess inside")
-    parser.add_argument("--postprocess-instances", type=int, default=1, help="default: 1 (the decoder takes ~1 ms)")
+    parser.add_argument("--postprocess-instances", type=int, default=1,
+                        help="default: 1 (the decoder takes ~1 ms; none of its own where the network decodes, on a GPU "
+                             "with --network-format compiled)")
     parser.add_argument("--gpus", type=_gpu_list, default=(), metavar="0,1,...",
                         help="GPUs the network's instances are spread over (torchscript, compiled, tensorrt; default: all)")
     parser.add_argument("--warmup-max-batch", type=int, default=4, metavar="N",

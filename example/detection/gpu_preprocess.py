@@ -18,9 +18,10 @@ import torch
 import torch.nn.functional as F
 
 try:
-    from detection.letterbox import MAX_PIXELS, MEAN_BGR, STD_BGR, checked_size, decode_bgr, inverse_affine
+    from detection.letterbox import (MAX_PIXELS, MEAN_BGR, STD_BGR, checked_size, decode_bgr, inverse_affine,
+                                     model_settings)
 except ModuleNotFoundError:  # copied beside the Triton model, with letterbox.py
-    from letterbox import MAX_PIXELS, MEAN_BGR, STD_BGR, checked_size, decode_bgr, inverse_affine
+    from letterbox import MAX_PIXELS, MEAN_BGR, STD_BGR, checked_size, decode_bgr, inverse_affine, model_settings
 
 RAW_IMAGE, OUTPUTS = "raw_image", ("image", "meta_affine", "meta_size")  # detection.pipeline's names
 
@@ -144,13 +145,16 @@ def prepare(feeds: Sequence[Mapping[str, np.ndarray]], device: torch.device | st
         raw = feed[RAW_IMAGE].reshape(-1)
         owned.append(range(len(images), len(images) + len(raw)))
         images += [bytes(encoded) for encoded in raw]
-    max_pixels = int(parameters.get("max_pixels", MAX_PIXELS))
-    errors, image, meta_affine, meta_size = preprocess(images, int(parameters["input_size"]), device, max_pixels)
+    size, max_pixels = model_settings(parameters)
+    errors, image, meta_affine, meta_size = preprocess(images, size, device, max_pixels)
     if image is not None:
         image = image.to(dtype)  # once for the batch
     first = 0  # the good images are rows of ``image`` in order, so a good request's rows are consecutive
     prepared: list = []
     for mine in owned:
+        if not mine:
+            prepared.append(ValueError("the request has no image"))
+            continue
         failed = [errors[n] for n in mine if errors[n] is not None]
         if failed:
             prepared.append(failed[0])

@@ -10,7 +10,7 @@ padding 0, bilinear), then normalised with the training mean/std.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import cv2
 import numpy as np
@@ -22,9 +22,8 @@ STD_BGR = np.array([0.28863828, 0.27408164, 0.27809835], np.float32)
 MAX_PIXELS = 40_000_000
 
 
-def model_settings(config: dict) -> tuple[int, int]:
-    """A preprocess model's input size and pixel limit, from the parameters of its Triton config."""
-    parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+def model_settings(parameters: Mapping[str, str]) -> tuple[int, int]:
+    """A preprocess's input size and pixel limit, from its Triton config's parameters (as strings)."""
     return int(parameters["input_size"]), int(parameters.get("max_pixels", MAX_PIXELS))
 
 

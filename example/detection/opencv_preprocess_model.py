@@ -19,7 +19,8 @@ OUTPUTS = ("image", "meta_affine", "meta_size")
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
-        self.size, self.max_pixels = model_settings(config)
+        parameters = {key: value["string_value"] for key, value in config["parameters"].items()}
+        self.size, self.max_pixels = model_settings(parameters)
         # Instances run side by side: share the cores between them rather than oversubscribe.
         instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1
         cv2.setNumThreads(max(1, (os.cpu_count() or 1) // instances))

@@ -13,37 +13,15 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcaio
 from tritonclient.utils import InferenceServerException
 
+from docs.marked_blocks import blocks_named
 from test_export import Classifier, images
 from trtis import config, export, repository, runtimes
 from trtis.serving import serve
 
 NAME = "classifier-prepared"
-# The step: each request's "pixels" (raw little-endian float32 bytes of one 3x16x16 image) -> "image".
-STEP = '''
-import numpy as np
-
-SIZE = 3 * 16 * 16 * 4
-WARM = []
-
-
-def warm_up(device, parameters):
-    WARM.append(device)
-
-
-def prepare(feeds, device, parameters):
-    if WARM != [device]:
-        raise RuntimeError(f"warm_up ran for {WARM}, not once for {device}")
-    prepared = []
-    for feed in feeds:
-        raw = [bytes(value) for value in feed["pixels"].reshape(-1)]
-        if raw == [b"break the step"]:
-            raise RuntimeError("the step broke")
-        if any(len(value) != SIZE for value in raw):
-            prepared.append(ValueError(f"pixels must be {SIZE} bytes, not {[len(value) for value in raw]}"))
-            continue
-        prepared.append({"image": np.stack([np.frombuffer(value, "<f4").reshape(3, 16, 16) for value in raw])})
-    return prepared
-'''
+# The step of docs/converter.md, as written there: each request's "pixels" (raw little-endian float32
+# bytes of one 3x16x16 image) -> "image".
+(STEP,) = [block.code for block in blocks_named("converter-prepare")]
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +29,7 @@ def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("prepared")
     exported = export.export(Classifier(), [images(2)], ["image"], ["logits", "probabilities"], "torchscript",
                              name=NAME, max_batch_size=4,
-                             dynamic_batching=config.DynamicBatching(max_queue_delay_us=300_000))
+                             dynamic_batching=config.DynamicBatching(max_queue_delay_us=2_000_000))
     prepared = config.with_prepare_step(exported.model.config, "pixels_step.py",
                                         [config.Tensor("pixels", np.object_, [1])])
     repository.write_repository(root, [repository.Model(prepared, exported.model.artefact,
@@ -80,8 +58,8 @@ def pixels(batch: torch.Tensor) -> np.ndarray:
 
 
 async def infer_together(url: str, requests: list[np.ndarray]) -> list:
-    """The requests at once (the model's 300 ms queue delay batches them): each one's probabilities,
-    or its error."""
+    """The requests at once (the model waits up to 2 s for a full batch of 4: 1 + 1 + 2 images fill it
+    at once): each one's probabilities, or its error."""
     async with grpcaio.InferenceServerClient(url) as client:
         async def one(data):
             tensor = grpcaio.InferInput("pixels", list(data.shape), "BYTES")
@@ -128,3 +106,17 @@ def test_the_in_process_baseline_runs_the_step_as_the_server_does(server):
         np.testing.assert_allclose(model({"pixels": pixels(batch)})["probabilities"], expected, atol=1e-5)
         with pytest.raises(ValueError, match="pixels must be 3072 bytes"):
             model({"pixels": np.array([[b"\0"]], dtype=object)})
+
+
+def test_a_step_is_its_own_module_and_must_answer_every_request(tmp_path):
+    """Loaded under a name of its own, registered before it runs (a dataclass needs that), and
+    refused by name when it answers a batch with the wrong count."""
+    (tmp_path / "counting_step.py").write_text(
+        "from __future__ import annotations\nfrom dataclasses import dataclass\n\n\n@dataclass\nclass Seen:\n"
+        "    count: int\n\n\ndef prepare(feeds, device, parameters):\n    return [Seen(len(feeds))][:int(parameters['keep'])]\n")
+    prepare = runtimes.prepare_step(tmp_path, "counting_step.py", "cpu", {"keep": "1"})
+    assert [seen.count for seen in prepare([{}])] == [1]
+    with pytest.raises(RuntimeError, match="prepare step counting_step.py: 1 answers for 2 requests"):
+        prepare([{}, {}])
+    with pytest.raises(ValueError, match="not a Python module"):
+        runtimes.prepare_step(tmp_path, "counting_step.txt", "cpu", {})

@@ -11,7 +11,7 @@
 # Settings come from the environment (defaults in brackets): GPUS [0], INSTANCES ["2 3 1"] (pre/net/post per
 # GPU), MAX_BATCH [64], NAME [h100-gpu], DEVICE_NAME [what nvidia-smi says], LEVELS, SECONDS_PER_LEVEL, CLIENTS [4],
 # NAIVE [0: no naive baseline, the hosts lack Flask], START_ARGS (more start.sh flags, e.g. --mps), BENCH_ARGS (more
-# bench.sh flags), CONVERT_ARGS (more convert.sh flags, e.g. --preprocess-in-network); reports go to $OUT (the device tool's folder) or reports/.
+# bench.sh flags), CONVERT_ARGS (more convert.sh flags, e.g. --no-preprocess-in-network for the two-model ensemble); reports go to $OUT (the device tool's folder) or reports/.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
@@ -55,7 +55,7 @@ case "${1:-}" in
       # shellcheck disable=SC2086
       ./start.sh --restart --timeout 900 ${START_ARGS:-} > /dev/null
       echo "gpu-figures.sh: $start start: $((SECONDS - began)) s until ready"
-      .venv/bin/python - "$images/images/3_000010.jpg" <<'PY'
+      .venv/bin/python - "$(find "$images/images" -name '*.jpg' | sort | head -1)" <<'PY'
 import sys, time
 import numpy as np
 from trt_client import client
@@ -75,7 +75,8 @@ PY
     # instead of in time slices. Start it before the server; `off` stops it after the server.
     if [ "${2:-on}" = on ]; then nvidia-cuda-mps-control -d && echo "gpu-figures.sh: MPS on"
     # MPS quits only when its clients have ended: stop the server first (a live one made this wait forever).
-    else echo quit | timeout 30 nvidia-cuda-mps-control && echo "gpu-figures.sh: MPS off"; fi ;;
+    elif echo quit | timeout 30 nvidia-cuda-mps-control; then echo "gpu-figures.sh: MPS off"
+    else echo "gpu-figures.sh: MPS did not quit in 30 s: stop the server first (./start.sh --stop)" >&2; exit 1; fi ;;
   one-card)
     .venv/bin/python - <<'PY'
 from pathlib import Path

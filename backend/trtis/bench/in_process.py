@@ -78,10 +78,10 @@ class InProcessModel:
         prepare = runtimes.prepare_step(folder / str(version), parameters[PREPARE], device, parameters)
 
         def prepared(feed: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
-            (inputs,) = prepare([feed], device, parameters)  # as the served model runs its prepare step
+            (inputs,) = prepare([feed])  # as the served model runs its prepare step
             if isinstance(inputs, Exception):
                 raise inputs
-            return runtime.run(inputs)
+            return runtime.run(runtimes.typed(inputs, runtime.inputs))
         return prepared
 
     def step_feeds(self, feed: Mapping[str, np.ndarray]) -> dict[str, Arrays]:

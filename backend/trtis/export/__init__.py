@@ -213,12 +213,17 @@ def _build_compiled(job: _Job) -> tuple[bytes, dict[str, Path]]:
         with _step(options.name, f"torch.compile on {device}{' (channels-last)' if gpu else ''}"):
             from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir
 
-            from trtis.runtimes import CompiledRuntime
+            from trtis import runtimes
 
+            # Compiled and checked with the data types the server will feed (the config's, e.g. FP16
+            # images), so the cache that ships holds the graphs the instances will run.
+            declared = {t.name: runtimes.numpy_dtype(config.pb.DataType.Name(config.triton_dtype(t.dtype)))
+                        for t in options.inputs or ()}
+            dtypes = {n: declared.get(n, job.feeds[n].dtype) for n in job.input_names}
             with temporary_cache_dir(str(cache)):
-                runtime = CompiledRuntime(options.name, path, device, {"inductor_cache_dir": str(cache)},
-                                          {n: job.feeds[n].dtype for n in job.input_names}, job.output_names)
-                compiled = runtime.run(job.feeds)
+                runtime = runtimes.CompiledRuntime(options.name, path, device, {"inductor_cache_dir": str(cache)},
+                                                   dtypes, job.output_names)
+                compiled = runtime.run(runtimes.typed(job.feeds, dtypes))
         job.check(f"PyTorch vs compiled{' FP16' if half else ''}", job.reference, compiled, reduced=half)
         return path.read_bytes(), {"1/inductor-cache": cache}
 

@@ -27,7 +27,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from trtis.config import PREPARE, ModelConfig
-from trtis.runtimes import Runtime, file_inputs, model_file, prepare_step
+from trtis.runtimes import Runtime, as_dtype, file_inputs, model_file, prepare_step, typed
 
 Feed = dict[str, Any]  # numpy arrays, or torch tensors on the GPU path
 
@@ -51,17 +51,6 @@ def _split(value: Any, sizes: list[int]) -> list:
     if _is_array(value):
         return np.split(value, np.cumsum(sizes)[:-1])
     return list(value.split(sizes))
-
-
-def _as_dtype(value: Any, dtype: np.dtype) -> Any:
-    """``value`` as the config's data type; a torch tensor stays where it is."""
-    if _is_array(value):
-        value = np.asarray(value)
-        return value if value.dtype == dtype else value.astype(dtype)
-    import torch
-
-    wanted = torch.from_numpy(np.empty(0, dtype)).dtype
-    return value if value.dtype == wanted else value.to(wanted)
 
 
 def _input(tensor) -> Any:
@@ -116,17 +105,18 @@ class BatchedModel:
             # every core slowed two instances on two cores twentyfold.
             instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1
             parameters["intra_op_thread_count"] = str(max(1, (os.cpu_count() or 1) // instances))
-        self.device, self.one_by_one, self.parameters = device, 0, parameters
-        self.prepare = prepare_step(path.parent, parameters[PREPARE], device, parameters) if parameters.get(PREPARE) else None
+        self.device, self.one_by_one = device, 0
         self.file_inputs = file_inputs(self.inputs, parameters)  # what the model file takes
         self.model = self.runtime(self.name, path, device, parameters, self.file_inputs, list(self.outputs),
                                   keep_on_device=True)
+        # After the runtime, which makes the instance's GPU the process's device.
+        self.prepare = prepare_step(path.parent, parameters[PREPARE], device, parameters) if parameters.get(PREPARE) else None
 
     def execute(self, requests: list) -> list:
         feeds: list = [self._feed(request) for request in requests]
         if self.prepare is not None:
             try:
-                feeds = self.prepare(feeds, self.device, self.parameters)
+                feeds = self.prepare(feeds)
             except Exception as error:  # noqa: BLE001 - the step itself broke: every request says why
                 return [self._error(error) for _ in requests]
         responses = [self._error(feed) if isinstance(feed, Exception) else None for feed in feeds]
@@ -168,17 +158,13 @@ class BatchedModel:
                 raise ValueError(f"model {self.name!r}: request lacks inputs {sorted(missing)}")
         same_shapes = all({k: v.shape[1:] for k, v in f.items()} == {k: v.shape[1:] for k, v in feeds[0].items()} for f in feeds)
         if not (self.batching and same_shapes and len(feeds) > 1):
-            return [self._checked(self.run(self._typed(feed)), feed) for feed in feeds]
+            return [self._checked(self.run(typed(feed, self.file_inputs)), feed) for feed in feeds]
         sizes = [len(next(iter(feed.values()))) for feed in feeds]
-        batch = self._typed({name: _concatenate([feed[name] for feed in feeds], self.device) for name in self.file_inputs})
+        batch = typed({name: _concatenate([feed[name] for feed in feeds], self.device) for name in self.file_inputs},
+                      self.file_inputs)  # once per batch
         outputs = self._checked(self.run(batch), batch)
         parts = {name: _split(value, sizes) for name, value in outputs.items()}
         return [{name: parts[name][i] for name in parts} for i in range(len(feeds))]
-
-    def _typed(self, feed: Feed) -> Feed:
-        """The inputs as the model file takes them: a no-op for what Triton hands over, a cast (once
-        per batch) for what a prepare step made."""
-        return {name: _as_dtype(feed[name], dtype) for name, dtype in self.file_inputs.items()}
 
     def _checked(self, outputs: Mapping[str, Any], feed: Feed) -> Feed:
         batch = len(next(iter(feed.values()))) if self.batching else None
@@ -186,7 +172,7 @@ class BatchedModel:
         for name, dtype in self.outputs.items():
             if name not in outputs:
                 raise RuntimeError(f"model {self.name!r} produced no output {name!r}")
-            value = _as_dtype(outputs[name], dtype)
+            value = as_dtype(outputs[name], dtype)
             shape = list(value.shape[1:] if self.batching else value.shape)
             expected = self.output_dims[name]
             if batch is not None and (value.ndim == 0 or len(value) != batch):
