@@ -388,6 +388,9 @@ def prepare_step(version_dir: Path, filename: str, device: str,
     spec.loader.exec_module(module)
     if hasattr(module, "warm_up"):
         module.warm_up(device, parameters)
+        torch = sys.modules.get("torch")
+        if device.startswith("cuda") and torch is not None:
+            torch.cuda.empty_cache()  # what the warm-up held need not stay reserved at rest (434 MiB on an H100)
 
     def prepare(feeds: list) -> list:
         prepared = list(module.prepare(feeds, device, parameters))
