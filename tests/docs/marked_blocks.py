@@ -27,6 +27,7 @@ RUN_BY = {
         "serving-python", "serving-curl", "serving-infer", "serving-metrics", "serving-stats", "serving-logs",
         "detection-dataset", "detection-evaluate", "detection-client", "zh-client")},
     **{name: "tests/docs/test_pages.py" for name in ("converter-example", "converter-run", "detection-train")},
+    "converter-prepare": "tests/trtis/test_prepare_step.py",
 }
 
 
