@@ -195,8 +195,8 @@ class CompiledRuntime(TorchRuntime):
                 module.graph.erase_node(node)
         module.recompile()
         # Warmed with the dtypes it will be fed (the config's, e.g. FP16 images), not the program's own
-        # (FP32 at export): a dtype the warm-up did not see recompiles the graph at the first request,
-        # which then took 10-15 s in every instance on an H100.
+        # (FP32 at export): a dtype the warm-up did not see recompiles the graph at the first requests
+        # in every instance (on an H100 none finished in the bench's first 13 s).
         placeholders = [node.meta["val"] for node in module.graph.nodes if node.op == "placeholder"]
         fed = list(self.inputs.values())  # in the order ``run`` passes them
         shapes = [(value.shape[1:], torch.from_numpy(np.empty(0, fed[n])).dtype
@@ -390,7 +390,7 @@ def prepare_step(version_dir: Path, filename: str, device: str,
         module.warm_up(device, parameters)
         torch = sys.modules.get("torch")
         if device.startswith("cuda") and torch is not None:
-            torch.cuda.empty_cache()  # what the warm-up held need not stay reserved at rest (434 MiB on an H100)
+            torch.cuda.empty_cache()  # what the warm-up cached need not stay reserved at rest (120 MiB for 3 on an H100)
 
     def prepare(feeds: list) -> list:
         prepared = list(module.prepare(feeds, device, parameters))

@@ -26,6 +26,8 @@ class TritonPythonModel:
         if gpu:  # the process's context on its instance's GPU alone
             torch.cuda.set_device(self.device)
         warm_up(self.device, self.parameters)
+        if gpu:
+            torch.cuda.empty_cache()  # what the warm-up cached need not stay reserved at rest
 
     def execute(self, requests):
         feeds = [{RAW_IMAGE: pb_utils.get_input_tensor_by_name(request, RAW_IMAGE).as_numpy()} for request in requests]
