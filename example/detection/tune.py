@@ -12,14 +12,17 @@ import sys
 from pathlib import Path
 
 from detection import pipeline, workload
+from trtis import repository
 from trtis.bench import cli
+from trtis.bench.ensembles import composing_models
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tune.sh", description=__doc__.splitlines()[0])
-    parser.add_argument("--preprocess-instances", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--preprocess-instances", type=int, nargs="+", default=[1, 2],
+                        help="(where the repository has a preprocess model of its own)")
     parser.add_argument("--network-instances", type=int, nargs="+", default=[1, 2],
                         help="per GPU where the network's instance group is on GPUs")
     parser.add_argument("--postprocess-instances", type=int, nargs="+", default=[1])
@@ -38,10 +41,14 @@ def main(argv: list[str] | None = None) -> int:
         requests, source = workload.requests(args.image_dir, args.images)
     except (ValueError, OSError) as error:
         parser.error(str(error))
-    instances = {pipeline.PREPROCESS: args.preprocess_instances, pipeline.NETWORK: args.network_instances,
-                 pipeline.POSTPROCESS: args.postprocess_instances}
+    # Only the models the ensemble runs: on a GPU the network decodes the boxes itself, and with
+    # --preprocess-in-network it preprocesses too, so there is no preprocess or postprocess to vary.
+    served = set(composing_models(repository.read_configs(args.model_repository), pipeline.ENSEMBLE))
+    instances = {model: counts for model, counts in ((pipeline.PREPROCESS, args.preprocess_instances),
+                                                     (pipeline.NETWORK, args.network_instances),
+                                                     (pipeline.POSTPROCESS, args.postprocess_instances)) if model in served}
     threads = {model: counts for model, counts in ((pipeline.PREPROCESS, args.preprocess_threads),
-                                                   (pipeline.NETWORK, args.network_threads)) if counts}
+                                                   (pipeline.NETWORK, args.network_threads)) if counts and model in served}
     levels = " ".join(str(level) for level in args.concurrency)
     reproduce = f"example/detection/tune.sh --concurrency {levels} --name my-machine  # add --apply to keep the best"
     return cli.run_tune(args, pipeline.ENSEMBLE, instances, requests, source,

@@ -5,6 +5,7 @@ decoder (nvJPEG is the one part that needs the GPU; its figures are in docs/perf
 """
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -176,3 +177,18 @@ def test_the_preprocess_in_the_network_refuses_a_bad_image_alone(in_network):
 def test_convert_refuses_the_preprocess_in_the_network_without_its_formats():
     with pytest.raises(ValueError, match="add --preprocess-format gpu --network-format compiled"):
         validate(Options(Path("unused"), preprocess_in_network=True))
+
+
+def test_tune_sweeps_the_one_model_pipeline(in_network, tmp_path):
+    """tune.sh on the repository --preprocess-in-network writes: only the network's instances vary (there
+    is no preprocess or postprocess model), judged against the pipeline in process, prepare step included."""
+    running, _ = in_network
+    run = subprocess.run([str(ROOT / "example" / "detection" / "tune.sh"), "--model-repository", str(running.repository),
+                          "--network-instances", "1", "2", "--max-queue-delay-us", "0", "--concurrency", "1",
+                          "--seconds", "3", "--warmup", "3", "--images", "2", "--output", str(tmp_path), "--name", "one"],
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads((tmp_path / "one.json").read_text())
+    assert [r["setting"]["instances"] for r in report["results"]] == [{pipeline.NETWORK: 1}, {pipeline.NETWORK: 2}]
+    assert report["reference"]["name"] == "in process" and report["reference"]["throughput"]["1"] > 0
+    assert all(level["errors"] == 0 and level["throughput"] > 0 for r in report["results"] for level in r["levels"])
