@@ -134,6 +134,10 @@ def validate(configs: Iterable[ModelConfig]) -> None:
                 raise RepositoryError(f"model {config.name!r} has no {kind}s")
             if len(set(names)) != len(names):
                 raise RepositoryError(f"model {config.name!r} has a repeated {kind} name among {names}")
+        over = [n for n in config.dynamic_batching.preferred_batch_size if n > config.max_batch_size]
+        if over:
+            raise RepositoryError(f"model {config.name!r}: preferred batch sizes {over} exceed its max_batch_size "
+                                  f"{config.max_batch_size}")
         models[config.name] = config
     for config in models.values():
         if config.platform == "ensemble":

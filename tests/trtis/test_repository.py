@@ -114,6 +114,13 @@ def test_ensemble_batch_larger_than_a_step_is_reported():
         check(parts, ens)
 
 
+def test_preferred_batch_size_over_the_max_is_reported():
+    parts = models()
+    parts["net"].dynamic_batching.preferred_batch_size.extend([4, 8, 16])
+    with pytest.raises(RepositoryError, match=r"model 'net': preferred batch sizes \[16\] exceed its max_batch_size 8"):
+        check(parts, ensemble(parts))
+
+
 def test_tensor_produced_twice_is_reported():
     parts = models()
     ens = ensemble(parts)

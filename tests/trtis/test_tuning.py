@@ -21,6 +21,7 @@ def test_a_setting_changes_counts_batching_and_keeps_kinds(tiny):
     for size in (1, 4, 8):
         configs["tiny-affine"].model_warmup.add(name=f"batch {size}", batch_size=size)
     configs["tiny-affine"].instance_group.add(count=1, kind="KIND_GPU", gpus=[0])  # as convert.sh --gpus 0 writes
+    configs["tiny-affine"].dynamic_batching.preferred_batch_size.extend([2, 4, 8])  # as convert.sh writes for GPUs
     originals = {name: c.SerializeToString() for name, c in configs.items()}
     changed = tune.configured(configs, "tiny-chain", tune.Setting({"tiny-text": 3, "tiny-affine": 2}, 4, 700))
     assert set(changed) == {"tiny-chain", "tiny-text", "tiny-affine", "tiny-head"}
@@ -32,6 +33,8 @@ def test_a_setting_changes_counts_batching_and_keeps_kinds(tiny):
     assert changed["tiny-head"].dynamic_batching.max_queue_delay_microseconds == 700
     assert not changed["tiny-chain"].HasField("dynamic_batching")
     assert [w.batch_size for w in changed["tiny-affine"].model_warmup] == [1, 4], "none over the new max batch"
+    assert list(changed["tiny-affine"].dynamic_batching.preferred_batch_size) == [2, 4], "the server refuses more"
+    assert changed["tiny-chain"].ensemble_scheduling == configs["tiny-chain"].ensemble_scheduling, "steps kept"
     assert {name: c.SerializeToString() for name, c in configs.items()} == originals, "the originals are left alone"
     kept = tune.configured(configs, "tiny-chain", tune.Setting({"tiny-head": 2}))
     assert kept["tiny-head"].max_batch_size == 8 and kept["tiny-head"].dynamic_batching.max_queue_delay_microseconds == 20000

@@ -3,6 +3,7 @@
 #   tools/device/gpu-figures.sh convert    convert.sh for the GPU (GPU preprocess, compiled network)
 #   tools/device/gpu-figures.sh serve      start the server on it (stays up for the next calls)
 #   tools/device/gpu-figures.sh bench      bench.sh on the test images
+#   tools/device/gpu-figures.sh tune       tune.sh: network instances, max batch and queue delay swept
 #   tools/device/gpu-figures.sh start-times  server start until ready, warm (the shipped inductor cache) and cold
 #   tools/device/gpu-figures.sh evaluate   served mAP against the FP32 PyTorch model in process
 #   tools/device/gpu-figures.sh mps on|off CUDA MPS control daemon (start it before the server)
@@ -11,7 +12,8 @@
 # Settings come from the environment (defaults in brackets): GPUS [0], INSTANCES ["2 3 1"] (pre/net/post per
 # GPU), MAX_BATCH [64], NAME [h100-gpu], DEVICE_NAME [what nvidia-smi says], LEVELS, SECONDS_PER_LEVEL, CLIENTS [4],
 # NAIVE [0: no naive baseline, the hosts lack Flask], START_ARGS (more start.sh flags, e.g. --mps), BENCH_ARGS (more
-# bench.sh flags), CONVERT_ARGS (more convert.sh flags, e.g. --no-preprocess-in-network for the two-model ensemble); reports go to $OUT (the device tool's folder) or reports/.
+# bench.sh flags), CONVERT_ARGS (more convert.sh flags, e.g. --no-preprocess-in-network for the two-model ensemble), TUNE_INSTANCES ["2 3 4"], TUNE_BATCH ["32 64"], TUNE_DELAY ["0 2000"],
+# TUNE_ARGS (more tune.sh flags); reports go to $OUT (the device tool's folder) or reports/.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
@@ -46,6 +48,16 @@ case "${1:-}" in
     example/detection/bench.sh --image-dir "$images/images" --concurrency ${LEVELS:-1 8 32 64 128 256} \
       --seconds "${SECONDS_PER_LEVEL:-10}" --warmup 5 --clients "${CLIENTS:-4}" --batches 1 8 32 64 \
       --naive-concurrency "${NAIVE:-0}" --output "$out" --name "${NAME:-h100-gpu}" --device "$card" ${BENCH_ARGS:-} ;;
+  tune)
+    # tune.sh on the converted repository: each setting served from its own scratch repository and
+    # measured at LEVELS per client (TUNE_INSTANCES network instances per GPU, TUNE_BATCH, TUNE_DELAY).
+    # The reference is the best any setting served at each level (measuring it in process would
+    # compile the network once more); the winner is reported, not applied.
+    # shellcheck disable=SC2086
+    example/detection/tune.sh --image-dir "$images/images" --network-instances ${TUNE_INSTANCES:-2 3 4} \
+      --max-batch-size ${TUNE_BATCH:-32 64} --max-queue-delay-us ${TUNE_DELAY:-0 2000} \
+      --concurrency ${LEVELS:-1 32 128} --clients "${CLIENTS:-4}" --seconds "${SECONDS_PER_LEVEL:-6}" --warmup 2 \
+      --no-in-process --output "$out" --name "${NAME:-tune-h100-gpu}" --device "$card" ${TUNE_ARGS:-} ;;
   start-times)
     # Server start until ready with the inductor cache convert.sh shipped (warm), then without it
     # (cold: every instance compiles, and refills the cache); then the first requests' times.
@@ -91,5 +103,5 @@ for path in Path("model_repository").glob("*/config.pbtxt"):
     path.write_text(text_format.MessageToString(config))
 PY
     ;;
-  *) echo "usage: $0 convert|serve|bench|start-times|evaluate|mps on|off|one-card" >&2; exit 2 ;;
+  *) echo "usage: $0 convert|serve|bench|tune|start-times|evaluate|mps on|off|one-card" >&2; exit 2 ;;
 esac

@@ -95,6 +95,10 @@ def configured(configs: Mapping[str, ModelConfig], model: str, setting: Setting)
             warmups = [w for w in changed.model_warmup if w.batch_size <= batch]
             del changed.model_warmup[:]
             changed.model_warmup.extend(warmups)  # the server refuses a warm-up batch over the max
+            if changed.HasField("dynamic_batching"):  # (shares a oneof with ensemble_scheduling: never set it there)
+                preferred = [n for n in changed.dynamic_batching.preferred_batch_size if n <= batch]
+                del changed.dynamic_batching.preferred_batch_size[:]
+                changed.dynamic_batching.preferred_batch_size.extend(preferred)  # and a preferred size over it
         if name in setting.instances:
             if not changed.instance_group:
                 changed.instance_group.add()  # kind AUTO, as Triton's default group
