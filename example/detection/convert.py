@@ -55,9 +55,12 @@ GPU_NETWORKS = ("compiled", "torchscript", "tensorrt", "auto")
 # instances of two threads each fought over the cores (docs/performance/tune-cpu.md). Per GPU: two.
 CPU_NETWORK_INSTANCES = 1
 GPU_NETWORK_INSTANCES = 2
-# With the preprocess inside, per GPU: three kept one H100 98-100% busy at 2,264 requests/s under CUDA
-# MPS (docs/performance/gpu.md).
+# With the preprocess inside, per GPU: three instances of max batch 32, the winner of tune.sh's sweep on
+# an H100 (2 / 3 / 4 instances, max batch 32 / 64, delay 0 / 2 ms; docs/performance/tune-h100-gpu.md).
+# Max batch 64 served as much (within 5% at every level, same lease) with 3.4 GB more GPU memory at peak.
 IN_NETWORK_INSTANCES = 3
+IN_NETWORK_MAX_BATCH = 32
+DEFAULT_MAX_BATCH = 8  # the other pipelines (on the CPU: docs/performance/tune-cpu.md)
 # Dynamic-batching queue delay of the models on the CPU: waiting for a second request there only
 # delays the first, as the network keeps every core busy with one (docs/performance/tune-cpu.md).
 CPU_QUEUE_DELAY_US = 0
@@ -71,7 +74,7 @@ class Options:
     checkpoint: Path | None = None
     random_init: int | None = None
     input_size: int = pipeline.INPUT_SIZE
-    max_batch_size: int = 8
+    max_batch_size: int | None = None  # None: IN_NETWORK_MAX_BATCH with the preprocess inside, else DEFAULT_MAX_BATCH
     preprocess_instances: int = 2
     network_instances: int | None = None  # None: CPU_NETWORK_INSTANCES or GPU_NETWORK_INSTANCES
     postprocess_instances: int = 1
@@ -257,7 +260,7 @@ def postprocess_stage(options: Options, heads: tuple[torch.Tensor, ...], meta: t
 
 
 def validate(options: Options) -> None:
-    """Refuse options and files that cannot work, before any conversion work starts."""
+    """Refuse options (their defaults filled in: ``with_defaults``) and files that cannot work, before any work."""
     if options.input_size % 32 or options.input_size < 32:
         raise ValueError(f"--input-size must be a positive multiple of 32 (DLA-34 halves it five times), "
                          f"not {options.input_size}")
@@ -297,10 +300,13 @@ def with_defaults(options: Options) -> Options:
     """``options`` with what was not given filled in: the preprocess goes inside the network where it
     can (the GPU preprocess before the compiled network: on one H100 it served 2,264 requests/s
     against 2,097 as two models, with p50 7.2 ms against 11.7 at 1 in flight, and two cards 2.0x one
-    against 0.67x); the network's instance count depends on where it runs and what it holds."""
+    against 0.67x); the network's instance count and the max batch size depend on where it runs and what
+    it holds."""
     if options.preprocess_in_network is None:
         possible = (options.preprocess_format, options.network_format) == ("gpu", "compiled")
         options = replace(options, preprocess_in_network=possible)
+    if options.max_batch_size is None:
+        options = replace(options, max_batch_size=IN_NETWORK_MAX_BATCH if options.preprocess_in_network else DEFAULT_MAX_BATCH)
     if options.network_instances is not None:
         return options
     if options.preprocess_in_network:
@@ -374,7 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--random-init", type=int, metavar="SEED", help="seeded random weights instead (for tests)")
     parser.add_argument("--output", type=Path, default=ROOT / "model_repository")
     parser.add_argument("--input-size", type=int, default=pipeline.INPUT_SIZE)
-    parser.add_argument("--max-batch-size", type=int, default=8, help="largest batch each model runs (default: 8)")
+    parser.add_argument("--max-batch-size", type=int, help=f"largest batch each model runs (default: {DEFAULT_MAX_BATCH}; "
+                        f"{IN_NETWORK_MAX_BATCH} with the preprocess inside the network)")
     # CPU defaults: the best of docs/performance/tune-cpu.md (2 cores); tune.sh finds them for another machine.
     parser.add_argument("--preprocess-instances", type=int, default=2,
                         help="default: 2, so one image decodes while another waits (none of its own with "

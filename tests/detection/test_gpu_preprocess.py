@@ -17,7 +17,7 @@ from tritonclient.utils import InferenceServerException
 
 from detection import dataset, gpu_preprocess, letterbox, pipeline
 from detection.convert import (DEFAULT_CLASSES, PREPROCESS_TOLERANCE, Options, decoded_network_stage,
-                               preprocess_stage, repository_models, sample_images, validate)
+                               preprocess_stage, repository_models, sample_images, validate, with_defaults)
 from detection.matching import REDUCED, centres, compare_detections
 from detection.reference import ReferencePipeline
 from served_repository import INPUT_SIZE
@@ -179,16 +179,30 @@ def test_convert_refuses_the_preprocess_in_the_network_without_its_formats():
         validate(Options(Path("unused"), preprocess_in_network=True))
 
 
+def test_the_preprocess_inside_the_network_gets_the_tuned_defaults_and_given_values_stay():
+    """The GPU pair's defaults are tune.sh's winner on an H100 (docs/performance/tune-h100-gpu.md)."""
+    gpu = with_defaults(Options(Path("unused"), preprocess_format="gpu", network_format="compiled"))
+    assert (gpu.preprocess_in_network, gpu.network_instances, gpu.max_batch_size) == (True, 3, 32)
+    given = with_defaults(Options(Path("unused"), preprocess_format="gpu", network_format="compiled",
+                                  max_batch_size=64, network_instances=2))
+    assert (given.network_instances, given.max_batch_size) == (2, 64)
+    cpu = with_defaults(Options(Path("unused"), network_format="onnx"))
+    assert (cpu.preprocess_in_network, cpu.network_instances, cpu.max_batch_size) == (False, 1, 8)
+
+
 def test_tune_sweeps_the_one_model_pipeline(in_network, tmp_path):
     """tune.sh on the repository --preprocess-in-network writes: only the network's instances vary (there
     is no preprocess or postprocess model), judged against the pipeline in process, prepare step included."""
     running, _ = in_network
     run = subprocess.run([str(ROOT / "example" / "detection" / "tune.sh"), "--model-repository", str(running.repository),
-                          "--network-instances", "1", "2", "--max-queue-delay-us", "0", "--concurrency", "1",
-                          "--seconds", "3", "--warmup", "3", "--images", "2", "--output", str(tmp_path), "--name", "one"],
+                          "--network-instances", "1", "2", "--max-batch-size", "4", "--max-queue-delay-us", "0",
+                          "--concurrency", "1", "--clients", "2", "--seconds", "3", "--warmup", "3", "--images", "2",
+                          "--output", str(tmp_path), "--name", "one"],
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads((tmp_path / "one.json").read_text())
     assert [r["setting"]["instances"] for r in report["results"]] == [{pipeline.NETWORK: 1}, {pipeline.NETWORK: 2}]
+    assert {r["setting"]["max_batch_size"] for r in report["results"]} == {4}
+    assert "2 client processes, each with the concurrency shown" in report["title"]
     assert report["reference"]["name"] == "in process" and report["reference"]["throughput"]["1"] > 0
     assert all(level["errors"] == 0 and level["throughput"] > 0 for r in report["results"] for level in r["levels"])

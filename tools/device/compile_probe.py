@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 import torch
 
+from trtis.config import from_text
 from trtis.runtimes import CompiledRuntime
 
 
@@ -18,7 +20,9 @@ def main(path: str) -> None:
     inputs = {"image": torch.float16, "meta_affine": torch.float32, "meta_size": torch.float32}
     runtime = CompiledRuntime("probe", path, "cuda:0", {}, {k: None for k in inputs}, ["boxes", "scores", "classes"],
                               keep_on_device=True)
-    for batch in (1, 2, 3, 4, 8, 16, 37, 52, 64, 64, 33, 5):
+    # Up to the model's max batch size: the program was exported with its batch axis bounded by it.
+    largest = from_text((Path(path).parents[1] / "config.pbtxt").read_text()).max_batch_size
+    for batch in [b for b in (1, 2, 3, 4, 8, 16, 32, 37, 52, 64, 64, 33, 5) if b <= largest]:
         feed = {"image": torch.randn(batch, 3, 512, 512, device="cuda", dtype=torch.float16),
                 "meta_affine": torch.tensor([[1.0, 0, 0], [0, 1.0, 0]], device="cuda").expand(batch, 2, 3).contiguous(),
                 "meta_size": torch.full((batch, 2), 512.0, device="cuda")}

@@ -10,7 +10,7 @@
 #   tools/device/gpu-figures.sh one-card   the converted repository's GPU instances, on GPU 0 only (the
 #                                          one-card baseline of a two-card run, without converting again)
 # Settings come from the environment (defaults in brackets): GPUS [0], INSTANCES ["2 3 1"] (pre/net/post per
-# GPU), MAX_BATCH [64], NAME [h100-gpu], DEVICE_NAME [what nvidia-smi says], LEVELS, SECONDS_PER_LEVEL, CLIENTS [4],
+# GPU), MAX_BATCH [convert.sh's: 32 with the preprocess in the network, 8 else], NAME [h100-gpu], DEVICE_NAME [what nvidia-smi says], LEVELS, SECONDS_PER_LEVEL, CLIENTS [4],
 # NAIVE [0: no naive baseline, the hosts lack Flask], START_ARGS (more start.sh flags, e.g. --mps), BENCH_ARGS (more
 # bench.sh flags), CONVERT_ARGS (more convert.sh flags, e.g. --no-preprocess-in-network for the two-model ensemble), TUNE_INSTANCES ["2 3 4"], TUNE_BATCH ["32 64"], TUNE_DELAY ["0 2000"],
 # TUNE_ARGS (more tune.sh flags); reports go to $OUT (the device tool's folder) or reports/.
@@ -32,7 +32,7 @@ case "${1:-}" in
   convert)
     # shellcheck disable=SC2086
     example/detection/convert.sh --preprocess-format gpu --network-format compiled --gpus "$gpus" \
-      --max-batch-size "${MAX_BATCH:-64}" --preprocess-instances "$pre" --network-instances "$net" \
+      ${MAX_BATCH:+--max-batch-size "$MAX_BATCH"} --preprocess-instances "$pre" --network-instances "$net" \
       --postprocess-instances "$post" --warmup-max-batch "${WARMUP:-4}" --check-images "$images"/images/3_00000{0,1,2}.jpg \
       ${CONVERT_ARGS:-} ;;
   serve)

@@ -179,7 +179,8 @@ def run_tune(args: argparse.Namespace, model: str, instances: Mapping[str, Seque
     except (ValueError, KeyError, RuntimeError, LaunchError) as error:
         print(f"tune: {error}", file=sys.stderr)
         return 1
-    title = (f"Tuning sweep of {model}, {args.device}, {time.strftime('%Y-%m-%d')}; {args.seconds:g} s per level "
+    clients = f"{args.clients} client processes, each with the concurrency shown; " if args.clients > 1 else ""
+    title = (f"Tuning sweep of {model}, {args.device}, {time.strftime('%Y-%m-%d')}; {clients}{args.seconds:g} s per level "
              f"after {args.warmup:g} s warm-up, {source} round-robin"
              + ("; in process, requests/s at each level: "
                 + ", ".join(f"{level}: {rate}" for level, rate in in_process.items()) + "."
