@@ -120,6 +120,8 @@ def model_config(
     """
     if (platform is None) == (backend is None):
         raise ValueError(f"model {name!r}: give exactly one of platform and backend")
+    if not isinstance(max_batch_size, int) or max_batch_size < 0:  # protobuf would read None as 0: no batch axis
+        raise ValueError(f"model {name!r}: max_batch_size must be 0 (no batch axis) or more, not {max_batch_size!r}")
     config = pb.ModelConfig(name=name, max_batch_size=max_batch_size)
     if platform:
         config.platform = platform
@@ -153,6 +155,25 @@ def model_config(
 
 
 # Config parameters of a model with a prepare step (``with_prepare_step``).
+# A compiled network's parameter: the batch sizes it runs, each warmed when an instance loads.
+BATCH_BUCKETS = "batch_buckets"
+
+
+def batch_buckets(max_batch_size: int) -> list[int]:
+    """The batch sizes a compiled GPU network runs (1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64, ... and the
+    max): a batch is padded to the next, at most 1.5 times its size, and each is warmed at load."""
+    sizes, size = [], 1
+    while size < max_batch_size:
+        sizes += [size] if size < 4 else [size, size * 3 // 2]
+        size *= 2
+    return sorted({s for s in sizes if s < max_batch_size} | {max_batch_size})
+
+
+def batch_buckets_text(max_batch_size: int) -> str:
+    """``batch_buckets(max_batch_size)`` as the BATCH_BUCKETS parameter's value."""
+    return ",".join(map(str, batch_buckets(max_batch_size)))
+
+
 PREPARE = "prepare"
 PREPARED_INPUTS = "prepared_inputs"
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from trtis.config import DEFAULT_MODEL_FILENAME, PREPARED_INPUTS, ModelConfig
+from trtis.config import BATCH_BUCKETS, DEFAULT_MODEL_FILENAME, PREPARED_INPUTS, ModelConfig
 
 Feed = Mapping[str, np.ndarray]
 
@@ -207,7 +207,7 @@ class CompiledRuntime(TorchRuntime):
         if self.channels_last:
             module = module.to(memory_format=torch.channels_last)
         self.module = torch.compile(module, dynamic=True, mode=parameters.get("compile_mode") or None)
-        self.buckets = sorted(int(size) for size in parameters.get("batch_buckets", "").split(",") if size)
+        self.buckets = sorted(int(size) for size in parameters.get(BATCH_BUCKETS, "").split(",") if size)
         with torch.inference_mode():  # each bucket's first run, now: about 0.7 s each for a conv net on an H100
             for bucket in self.buckets:
                 self.call([torch.zeros((bucket, *shape), dtype=dtype, device=self.device) for shape, dtype in shapes])

@@ -57,10 +57,12 @@ CPU_NETWORK_INSTANCES = 1
 GPU_NETWORK_INSTANCES = 2
 # With the preprocess inside, per GPU: three instances of max batch 32, the winner of tune.sh's sweep on
 # an H100 (2 / 3 / 4 instances, max batch 32 / 64, delay 0 / 2 ms; docs/performance/tune-h100-gpu.md).
-# Max batch 64 served as much (within 5% at every level, same lease) with 3.4 GB more GPU memory at peak.
+# Max batch 64 served as much (within 6% at every level, same lease) with 3,458 MiB more at peak.
 IN_NETWORK_INSTANCES = 3
 IN_NETWORK_MAX_BATCH = 32
-DEFAULT_MAX_BATCH = 8  # the other pipelines (on the CPU: docs/performance/tune-cpu.md)
+# The other pipelines: the CPU sweep ran at 8 (docs/performance/tune-cpu.md) without varying it; the
+# two-model GPU ensemble was measured at 64 (tools/device: MAX_BATCH=64).
+DEFAULT_MAX_BATCH = 8
 # Dynamic-batching queue delay of the models on the CPU: waiting for a second request there only
 # delays the first, as the network keeps every core busy with one (docs/performance/tune-cpu.md).
 CPU_QUEUE_DELAY_US = 0

@@ -17,6 +17,7 @@ from trtis.bench import cli
 from trtis.bench.ensembles import composing_models
 
 ROOT = Path(__file__).resolve().parents[2]
+STAGES = [("preprocess", pipeline.PREPROCESS), ("network", pipeline.NETWORK), ("postprocess", pipeline.POSTPROCESS)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="intra-op threads per network instance to try (CPU; 0: every core; default: as "
                              "configured, else the cores shared by its instances)")
     cli.tune_arguments(parser, output=ROOT / "reports", name="tune-cpu", repository_path=ROOT / "model_repository",
-                       max_batch_sizes=[8], max_queue_delays_us=[0, 2000])
+                       max_queue_delays_us=[0, 2000])
     workload.image_arguments(parser)
     args = parser.parse_args(argv)
     if not (args.model_repository / pipeline.ENSEMBLE / "config.pbtxt").exists():
@@ -44,13 +45,18 @@ def main(argv: list[str] | None = None) -> int:
     # Only the models the ensemble runs: on a GPU the network decodes the boxes itself, and with
     # --preprocess-in-network it preprocesses too, so there is no preprocess or postprocess to vary.
     served = set(composing_models(repository.read_configs(args.model_repository), pipeline.ENSEMBLE))
-    instances = {model: counts for model, counts in ((pipeline.PREPROCESS, args.preprocess_instances),
-                                                     (pipeline.NETWORK, args.network_instances),
-                                                     (pipeline.POSTPROCESS, args.postprocess_instances)) if model in served}
-    threads = {model: counts for model, counts in ((pipeline.PREPROCESS, args.preprocess_threads),
-                                                   (pipeline.NETWORK, args.network_threads)) if counts and model in served}
-    levels = " ".join(str(level) for level in args.concurrency)
-    reproduce = f"example/detection/tune.sh --concurrency {levels} --name my-machine  # add --apply to keep the best"
+    stages = [(stage, model) for stage, model in STAGES if model in served]
+    instances = {model: getattr(args, f"{stage}_instances") for stage, model in stages}
+    threads = {model: getattr(args, f"{stage}_threads", []) for stage, model in stages}  # no postprocess threads
+    threads = {model: counts for model, counts in threads.items() if counts}
+    # The report's command for another machine: this sweep as given.
+    swept = [(f"{stage}-instances", instances[model]) for stage, model in stages]
+    swept += [(f"{stage}-threads", threads[model]) for stage, model in stages if model in threads]
+    swept += [("max-batch-size", args.max_batch_size), ("max-queue-delay-us", args.max_queue_delay_us),
+              ("concurrency", args.concurrency), ("clients", [args.clients] if args.clients > 1 else [])]
+    reproduce = " ".join(["example/detection/tune.sh", *(f"--{flag} {' '.join(map(str, values))}"
+                                                         for flag, values in swept if values),
+                          "--name my-machine  # add --apply to keep the best"])
     return cli.run_tune(args, pipeline.ENSEMBLE, instances, requests, source,
                         overrides=workload.overrides(args.model_repository), threads=threads, reproduce=reproduce)
 

@@ -31,7 +31,7 @@ def reference(network):
 def detection_repository(tmp_path_factory):
     root = tmp_path_factory.mktemp("detection_repository")
     rows = convert(Options(root, DEFAULT_CHECKPOINT, input_size=INPUT_SIZE, max_batch_size=8))
-    opencv = preprocess_stage(Options(root, input_size=INPUT_SIZE, preprocess_format="python"), [], [])
+    opencv = preprocess_stage(Options(root, input_size=INPUT_SIZE, max_batch_size=8, preprocess_format="python"), [], [])
     opencv.config.name = OPENCV_PREPROCESS
     repository.write_repository(root, [opencv])
     return root, rows

@@ -69,7 +69,8 @@ def letterbox_bomb(side: int = 5000) -> bytes:
 def server(tmp_path_factory):
     """The GPU preprocess model as convert.sh writes it; on a KIND_CPU instance where there is no GPU."""
     root = tmp_path_factory.mktemp("gpu_preprocess")
-    model = preprocess_stage(Options(root, input_size=SIZE, preprocess_format="gpu", max_pixels=10_000_000), [], [])
+    model = preprocess_stage(Options(root, input_size=SIZE, max_batch_size=8, preprocess_format="gpu", max_pixels=10_000_000),
+                             [], [])
     if not torch.cuda.is_available():
         del model.config.instance_group[:]
         model.config.instance_group.add(count=1, kind=config.pb.ModelInstanceGroup.KIND_CPU)

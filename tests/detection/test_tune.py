@@ -27,6 +27,10 @@ def test_the_doc_tune_command_measures_each_setting_against_in_process_and_appli
     assert all(r["setting"]["threads"] == {pipeline.NETWORK: 1} for r in report["results"])
     reference = report["reference"]
     assert reference["name"] == "in process" and list(reference["throughput"]) == ["1", "2"]
+    assert report["reproduce"].startswith(
+        "example/detection/tune.sh --preprocess-instances 1 --network-instances 1 2 --postprocess-instances 1 "
+        "--network-threads 1 --max-batch-size 4 --max-queue-delay-us 500 --concurrency 1 2 --name my-machine"), \
+        "the command for another machine is this sweep"
     assert all(value > 0 for value in reference["throughput"].values()), "measured at each level"
     assert set(report["best"]["ratios"]) == {"1", "2"}
     for result in report["results"]:

@@ -15,7 +15,7 @@ import pytest
 from tiny_models import texts
 from trt_client import client
 from trtis import bench, repository
-from trtis.bench import gpu_metrics, report, tune
+from trtis.bench import baselines, gpu_metrics, report, tune
 from trtis.bench.in_process import InProcessModel
 from trtis.bench.inputs import InputSpec, inputs_of
 from trtis.serving import serve
@@ -43,6 +43,14 @@ def test_in_process_ensemble_answers_as_the_server(tiny, tiny_server):
         feeds = runner.step_feeds({"text": values})
     assert list(feeds) == list(CHAIN)
     np.testing.assert_array_equal(feeds["tiny-affine"]["features"], tiny.features(values))
+
+
+def test_in_process_batch_sizes_outside_the_model_are_refused_before_any_run(tiny):
+    with InProcessModel(tiny.root, "tiny-chain") as runner:
+        requests = [{"text": texts(1.0)}]
+        for batches in ([], [0, 1], [1, 16]):  # tiny-chain takes batches of 1 to 8
+            with pytest.raises(ValueError, match="takes batches of 1 to 8"):
+                baselines.in_process_limit(runner, requests, batches, seconds=0.1)
 
 
 def test_a_step_without_runtime_needs_an_override(tiny, tmp_path):

@@ -103,3 +103,9 @@ def test_warmup_batch_sizes_become_model_warmup_on_zeros_for_every_input():
     assert image.zero_data and image.data_type == pb.TYPE_FP32 and list(image.dims) == [3, 8, 8]
     assert built.model_warmup[0].inputs["size"].data_type == pb.TYPE_INT32
     assert config.from_text(config.to_text(built)) == built
+
+
+def test_compiled_gpu_networks_run_a_few_batch_sizes():
+    assert config.batch_buckets(64) == [1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64]
+    assert config.batch_buckets(10) == [1, 2, 4, 6, 8, 10] and config.batch_buckets(1) == [1]
+    assert config.batch_buckets_text(32) == "1,2,4,6,8,12,16,24,32"

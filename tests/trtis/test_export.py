@@ -66,7 +66,7 @@ def test_the_compiled_format_is_compiled_checked_and_served_with_its_inductor_ca
     from trtis import runtimes
 
     padded = runtimes.load(tmp_path / "repo" / "classifier-compiled", exported.model.config,
-                           parameters={"batch_buckets": "2,4"})  # what a GPU config carries (export.batch_buckets)
+                           parameters={"batch_buckets": "2,4"})  # what a GPU config carries (config.batch_buckets)
     with torch.inference_mode():
         np.testing.assert_allclose(padded.run({"image": images(3).numpy()})["probabilities"],
                                    module(images(3))[1].numpy(), atol=1e-5)
@@ -80,11 +80,6 @@ def test_the_compiled_format_is_compiled_checked_and_served_with_its_inductor_ca
         tensor.set_data_from_numpy(batch.numpy())
         served = grpcclient.InferenceServerClient(server.grpc_url).infer("classifier-compiled", [tensor])
     np.testing.assert_allclose(served.as_numpy("probabilities"), expected, atol=1e-5)
-
-
-def test_compiled_gpu_networks_run_a_few_batch_sizes():
-    assert export.batch_buckets(64) == [1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64]
-    assert export.batch_buckets(10) == [1, 2, 4, 6, 8, 10] and export.batch_buckets(1) == [1]
 
 
 def test_a_step_over_its_tolerance_fails_naming_it():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from trtis import repository
+from trtis import config, repository
 from trtis.bench import tune
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,6 +22,7 @@ def test_a_setting_changes_counts_batching_and_keeps_kinds(tiny):
         configs["tiny-affine"].model_warmup.add(name=f"batch {size}", batch_size=size)
     configs["tiny-affine"].instance_group.add(count=1, kind="KIND_GPU", gpus=[0])  # as convert.sh --gpus 0 writes
     configs["tiny-affine"].dynamic_batching.preferred_batch_size.extend([2, 4, 8])  # as convert.sh writes for GPUs
+    configs["tiny-affine"].parameters[config.BATCH_BUCKETS].string_value = config.batch_buckets_text(8)
     originals = {name: c.SerializeToString() for name, c in configs.items()}
     changed = tune.configured(configs, "tiny-chain", tune.Setting({"tiny-text": 3, "tiny-affine": 2}, 4, 700))
     assert set(changed) == {"tiny-chain", "tiny-text", "tiny-affine", "tiny-head"}
@@ -34,6 +35,7 @@ def test_a_setting_changes_counts_batching_and_keeps_kinds(tiny):
     assert not changed["tiny-chain"].HasField("dynamic_batching")
     assert [w.batch_size for w in changed["tiny-affine"].model_warmup] == [1, 4], "none over the new max batch"
     assert list(changed["tiny-affine"].dynamic_batching.preferred_batch_size) == [2, 4], "the server refuses more"
+    assert changed["tiny-affine"].parameters[config.BATCH_BUCKETS].string_value == "1,2,4", "none warmed above it"
     assert changed["tiny-chain"].ensemble_scheduling == configs["tiny-chain"].ensemble_scheduling, "steps kept"
     assert {name: c.SerializeToString() for name, c in configs.items()} == originals, "the originals are left alone"
     kept = tune.configured(configs, "tiny-chain", tune.Setting({"tiny-head": 2}))
@@ -45,7 +47,11 @@ def test_settings_the_server_would_refuse_are_refused_before_any_run(tiny):
     with pytest.raises(ValueError, match=r"\['tiny-other'\], which 'tiny-chain' does not run"):
         tune.configured(configs, "tiny-chain", tune.Setting({"tiny-other": 1}))
     configs["tiny-affine"].platform = "tensorrt_plan"
-    with pytest.raises(ValueError, match="rebuild it"):
+    with pytest.raises(ValueError, match="built for batches up to 8; convert it again with --max-batch-size 16"):
+        tune.configured(configs, "tiny-chain", tune.Setting({}, 16))
+    configs["tiny-affine"].ClearField("platform")
+    configs["tiny-affine"].backend = "torch_compile"  # an exported program bounds its batch axis too
+    with pytest.raises(ValueError, match="convert it again"):
         tune.configured(configs, "tiny-chain", tune.Setting({}, 16))
 
 

@@ -10,10 +10,14 @@
 #   tools/device/gpu-figures.sh one-card   the converted repository's GPU instances, on GPU 0 only (the
 #                                          one-card baseline of a two-card run, without converting again)
 # Settings come from the environment (defaults in brackets): GPUS [0], INSTANCES ["2 3 1"] (pre/net/post per
-# GPU), MAX_BATCH [convert.sh's: 32 with the preprocess in the network, 8 else], NAME [h100-gpu], DEVICE_NAME [what nvidia-smi says], LEVELS, SECONDS_PER_LEVEL, CLIENTS [4],
-# NAIVE [0: no naive baseline, the hosts lack Flask], START_ARGS (more start.sh flags, e.g. --mps), BENCH_ARGS (more
-# bench.sh flags), CONVERT_ARGS (more convert.sh flags, e.g. --no-preprocess-in-network for the two-model ensemble), TUNE_INSTANCES ["2 3 4"], TUNE_BATCH ["32 64"], TUNE_DELAY ["0 2000"],
-# TUNE_ARGS (more tune.sh flags); reports go to $OUT (the device tool's folder) or reports/.
+# GPU), MAX_BATCH [convert.sh's: 32 with the preprocess in the network, 8 else; 64 before `tune`, whose
+# settings cannot exceed it], NAME [h100-gpu; tune: tune-h100-gpu], DEVICE_NAME [what nvidia-smi says],
+# LEVELS [bench: 1 8 32 64 128 256; tune: 1 32 128], SECONDS_PER_LEVEL [bench: 10; tune: 6], CLIENTS [4],
+# BATCHES [1 8 16 32: the in-process network's batch sizes, at most the max batch], NAIVE [0: no naive
+# baseline, the hosts lack Flask], START_ARGS (more start.sh flags, e.g. --mps), BENCH_ARGS (more bench.sh
+# flags), CONVERT_ARGS (more convert.sh flags, e.g. --no-preprocess-in-network for the two-model ensemble),
+# TUNE_INSTANCES ["2 3 4"], TUNE_BATCH ["32 64"], TUNE_DELAY ["0 2000"], TUNE_ARGS (more tune.sh flags);
+# reports go to $OUT (the device tool's folder) or reports/.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
@@ -46,7 +50,7 @@ case "${1:-}" in
   bench)
     # shellcheck disable=SC2086
     example/detection/bench.sh --image-dir "$images/images" --concurrency ${LEVELS:-1 8 32 64 128 256} \
-      --seconds "${SECONDS_PER_LEVEL:-10}" --warmup 5 --clients "${CLIENTS:-4}" --batches 1 8 32 64 \
+      --seconds "${SECONDS_PER_LEVEL:-10}" --warmup 5 --clients "${CLIENTS:-4}" --batches ${BATCHES:-1 8 16 32} \
       --naive-concurrency "${NAIVE:-0}" --output "$out" --name "${NAME:-h100-gpu}" --device "$card" ${BENCH_ARGS:-} ;;
   tune)
     # tune.sh on the converted repository: each setting served from its own scratch repository and

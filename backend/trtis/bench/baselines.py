@@ -38,7 +38,7 @@ def stacked(requests: Sequence[Request], batch: int, offset: int = 0) -> Request
 
 def _check_batches(runner: InProcessModel, batches: Sequence[int]) -> None:
     limit = runner.configs[runner.name].max_batch_size
-    if not batches or min(batches) < 1 or (max(batches) > 1 and limit == 0):
+    if not batches or min(batches) < 1 or (max(batches) > 1 and limit == 0) or (limit and max(batches) > limit):
         raise ValueError(f"batch sizes {list(batches)}: {runner.name!r} takes "
                          + (f"batches of 1 to {limit}" if limit else "no batch axis: use 1"))
 

@@ -70,10 +70,18 @@ def grid(instances: Mapping[str, Sequence[int]], max_batch_sizes: Sequence[int |
             for batch in max_batch_sizes for delay in max_queue_delays_us]
 
 
+def _keep(field, keep) -> None:
+    """Keep the items of a repeated protobuf field that ``keep`` accepts, in order."""
+    kept = [item for item in field if keep(item)]
+    del field[:]
+    field.extend(kept)
+
+
 def configured(configs: Mapping[str, ModelConfig], model: str, setting: Setting) -> dict[str, ModelConfig]:
     """The configs of ``model`` and its composing models with ``setting`` applied (the originals are
     left alone): instance counts (kinds and GPU lists kept), threads, the max batch size of every
-    batching model and ensemble (warm-ups above it dropped), the queue delay of every batching model."""
+    batching model and ensemble (warm-ups and preferred batch sizes above it dropped, a compiled
+    network's batch buckets as convert would write them), the queue delay of every batching model."""
     models = ensembles.composing_models(configs, model)
     for what, chosen in (("instance counts", setting.instances), ("threads", setting.threads)):
         unknown = sorted(set(chosen) - set(models))
@@ -88,17 +96,16 @@ def configured(configs: Mapping[str, ModelConfig], model: str, setting: Setting)
         changed.CopyFrom(configs[name])
         batch = setting.max_batch_size
         if batch is not None and changed.max_batch_size > 0:
-            if changed.platform == "tensorrt_plan" and batch > changed.max_batch_size:
-                raise ValueError(f"{name}: a TensorRT plan was built for batches up to {changed.max_batch_size}; "
-                                 f"rebuild it to try {batch}")
+            bounded = changed.platform == "tensorrt_plan" or changed.backend == "torch_compile"
+            if bounded and batch > changed.max_batch_size:
+                raise ValueError(f"{name}: its model file was built for batches up to {changed.max_batch_size}; "
+                                 f"convert it again with --max-batch-size {batch} (or more) to try {batch}")
             changed.max_batch_size = batch
-            warmups = [w for w in changed.model_warmup if w.batch_size <= batch]
-            del changed.model_warmup[:]
-            changed.model_warmup.extend(warmups)  # the server refuses a warm-up batch over the max
+            _keep(changed.model_warmup, lambda w: w.batch_size <= batch)  # the server refuses larger ones
             if changed.HasField("dynamic_batching"):  # (shares a oneof with ensemble_scheduling: never set it there)
-                preferred = [n for n in changed.dynamic_batching.preferred_batch_size if n <= batch]
-                del changed.dynamic_batching.preferred_batch_size[:]
-                changed.dynamic_batching.preferred_batch_size.extend(preferred)  # and a preferred size over it
+                _keep(changed.dynamic_batching.preferred_batch_size, lambda n: n <= batch)  # likewise
+            if trtis_config.BATCH_BUCKETS in changed.parameters:  # each is warmed at load: none above the max
+                changed.parameters[trtis_config.BATCH_BUCKETS].string_value = trtis_config.batch_buckets_text(batch)
         if name in setting.instances:
             if not changed.instance_group:
                 changed.instance_group.add()  # kind AUTO, as Triton's default group

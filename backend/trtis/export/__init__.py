@@ -239,20 +239,10 @@ def _build_tensorrt(job: _Job) -> bytes:
                                    timing_cache=cache)
 
 
-def batch_buckets(max_batch_size: int) -> list[int]:
-    """The batch sizes a compiled GPU network runs (1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64, ... and the
-    max): a batch is padded to the next, at most 1.5 times its size, and each is warmed at load."""
-    sizes, size = [], 1
-    while size < max_batch_size:
-        sizes += [size] if size < 4 else [size, size * 3 // 2]
-        size *= 2
-    return sorted({s for s in sizes if s < max_batch_size} | {max_batch_size})
-
-
 def _compiled_settings(options: ExportOptions, device: str) -> dict[str, str]:
     if device != "gpu":
         return {}
-    return {"batch_buckets": ",".join(map(str, batch_buckets(options.max_batch_size)))}
+    return {config.BATCH_BUCKETS: config.batch_buckets_text(options.max_batch_size)}
 
 
 FORMATS: dict[str, Format] = {f.name: f for f in (
@@ -360,7 +350,7 @@ def export(module: torch.nn.Module, example_inputs: Sequence[torch.Tensor], inpu
         outputs=settings.outputs or _tensors(output_names, job.reference, settings.dynamic_axes, batched),
         parameters={**({"FORCE_CPU_ONLY_INPUT_TENSORS": "no"} if device == "gpu" else {}),
                     **entry.settings(settings, device), **(settings.parameters or {})})
-    buckets = [int(size) for size in common["parameters"].get("batch_buckets", "").split(",") if size]
+    buckets = [int(size) for size in common["parameters"].get(config.BATCH_BUCKETS, "").split(",") if size]
     if buckets and settings.dynamic_batching is not None and not settings.dynamic_batching.preferred_batch_sizes:
         # The dynamic batcher forms the sizes the model runs without padding.
         common["dynamic_batching"] = config.DynamicBatching(buckets, settings.dynamic_batching.max_queue_delay_us)
