@@ -26,8 +26,7 @@ from tqdm import tqdm
 
 from detection import dataset, pipeline
 from detection.accuracy import in_process, score
-from detection.convert import DEFAULT_CHECKPOINT
-from detection.network import load_network
+from detection.network import DEFAULT_CHECKPOINT, load_network
 from detection.reference import Preprocess, ReferencePipeline
 from detection.workload import GpuPreprocess
 from trtis import quiet

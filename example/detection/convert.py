@@ -24,7 +24,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from detection import dataset, letterbox, matching, pipeline
 from detection.reference import ReferencePipeline
-from detection.network import NetworkSpec, load_network
+from detection.network import DEFAULT_CHECKPOINT, NetworkSpec, load_network
 from detection.postprocess import CenterNetDecoder, DecodedDetector
 from trtis import config, export, repository, verify
 from trtis.export import quantize, tensorrt
@@ -32,7 +32,6 @@ from trtis.export import quantize, tensorrt
 log = logging.getLogger("convert")
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-DEFAULT_CHECKPOINT = HERE / "weights" / "centernet_dlav0_34.pth"
 TEST_DATA = ROOT / "example" / "test-data"
 DEFAULT_CLASSES = ["circle", "rectangle", "triangle", "star", "cross", "ring"]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")

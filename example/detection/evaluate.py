@@ -21,12 +21,10 @@ if __package__ in (None, ""):  # run as a script: make the example importable
 
 from detection import dataset, pipeline
 from detection.accuracy import in_process, score, served, table
-from detection.network import load_network
+from detection.network import DEFAULT_CHECKPOINT, load_network
 from detection.reference import ReferencePipeline
 from trtis import quiet
 
-HERE = Path(__file__).resolve().parent
-DEFAULT_CHECKPOINT = HERE / "weights" / "centernet_dlav0_34.pth"
 
 
 def read_split(folder: Path) -> tuple[dict, list[bytes]]:

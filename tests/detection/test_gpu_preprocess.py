@@ -196,14 +196,14 @@ def test_tune_sweeps_the_one_model_pipeline(in_network, tmp_path):
     is no preprocess or postprocess model), judged against the pipeline in process, prepare step included."""
     running, _ = in_network
     run = subprocess.run([str(ROOT / "example" / "detection" / "tune.sh"), "--model-repository", str(running.repository),
-                          "--network-instances", "1", "2", "--max-batch-size", "4", "--max-queue-delay-us", "0",
+                          "--network-instances", "2", "--max-batch-size", "4", "--max-queue-delay-us", "0",
                           "--concurrency", "1", "--clients", "2", "--seconds", "3", "--warmup", "3", "--images", "2",
                           "--output", str(tmp_path), "--name", "one"],
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads((tmp_path / "one.json").read_text())
-    assert [r["setting"]["instances"] for r in report["results"]] == [{pipeline.NETWORK: 1}, {pipeline.NETWORK: 2}]
-    assert {r["setting"]["max_batch_size"] for r in report["results"]} == {4}
+    assert [r["setting"] for r in report["results"]] == [
+        {"instances": {pipeline.NETWORK: 2}, "max_batch_size": 4, "max_queue_delay_us": 0, "threads": {}}]
     assert "2 client processes, each with the concurrency shown" in report["title"]
     assert report["reference"]["name"] == "in process" and report["reference"]["throughput"]["1"] > 0
     assert all(level["errors"] == 0 and level["throughput"] > 0 for r in report["results"] for level in r["levels"])

@@ -18,6 +18,8 @@ from detection.network.centernet import CenterNet
 
 log = logging.getLogger(__name__)
 ARCH = "dlav0_34"
+# The example's trained weights, shipped in the repository.
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "weights" / "centernet_dlav0_34.pth"
 
 
 class CheckpointMismatch(ValueError):
