@@ -154,7 +154,6 @@ def model_config(
     return config
 
 
-# Config parameters of a model with a prepare step (``with_prepare_step``).
 # A compiled network's parameter: the batch sizes it runs, each warmed when an instance loads.
 BATCH_BUCKETS = "batch_buckets"
 
@@ -174,6 +173,7 @@ def batch_buckets_text(max_batch_size: int) -> str:
     return ",".join(map(str, batch_buckets(max_batch_size)))
 
 
+# Config parameters of a model with a prepare step (``with_prepare_step``).
 PREPARE = "prepare"
 PREPARED_INPUTS = "prepared_inputs"
 

@@ -307,7 +307,8 @@ def with_defaults(options: Options) -> Options:
         possible = (options.preprocess_format, options.network_format) == ("gpu", "compiled")
         options = replace(options, preprocess_in_network=possible)
     if options.max_batch_size is None:
-        options = replace(options, max_batch_size=IN_NETWORK_MAX_BATCH if options.preprocess_in_network else DEFAULT_MAX_BATCH)
+        largest = IN_NETWORK_MAX_BATCH if options.preprocess_in_network else DEFAULT_MAX_BATCH
+        options = replace(options, max_batch_size=largest)
     if options.network_instances is not None:
         return options
     if options.preprocess_in_network:
