@@ -59,6 +59,9 @@ def test_platform_or_backend_exactly_one():
         config.model_config("m", platform="onnxruntime_onnx", backend="python")
     with pytest.raises(ValueError, match="instance kind"):
         config.model_config("m", platform="onnxruntime_onnx", instances=[config.Instances(kind="tpu")])
+    for wrong in (None, -1):  # protobuf would write None as 0: a model without a batch axis
+        with pytest.raises(ValueError, match="max_batch_size must be 0 .no batch axis. or more"):
+            config.model_config("m", platform="onnxruntime_onnx", max_batch_size=wrong)
 
 
 def chain_models():
