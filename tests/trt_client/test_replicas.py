@@ -114,8 +114,11 @@ def test_without_retries_only_requests_in_flight_on_the_killed_replica_fail(echo
     with serve(echo_repository) as a, serve(echo_repository) as b:
         with client.Inference([a.grpc_url, b.grpc_url], "slow-echo", max_in_flight=8, timeout=30,
                               retry_unavailable=False) as runner:
+            # gRPC's round_robin drops a replica once its connection is seen closed, which happens
+            # asynchronously: the pause lets it see that before the next request is sent (without it,
+            # the first request after the kill could still go to the dead replica and fail).
             outcomes, sent_before_kill = across_a_kill(runner, lambda i: {"data": b"%d" % i}, 0,
-                                                       lambda: kill_tritonserver(b.ports.grpc))
+                                                       lambda: (kill_tritonserver(b.ports.grpc), time.sleep(0.5)))
     failed = {i: e for i, e in outcomes.items() if e != "ok"}
     assert failed, "a replica was killed with requests in flight, yet none failed: was it retried?"
     assert set(failed) <= sent_before_kill, "requests sent after the kill failed"
