@@ -1,15 +1,13 @@
-"""Where the served GPU pipeline's mAP loss comes from, split on the CPU.
+"""Where the served GPU pipeline's mAP loss comes from: each difference from the reference, scored alone.
 
-The GPU pipeline (nvJPEG decode, the torch warp, the network in FP16, decoding in FP32) scores a few
-tenths of a point of mAP below the FP32 pipeline in process (OpenCV decode and warp, FP32 network).
-This scores the same images in process through the reference, then with each difference of the GPU
-path that a CPU can run swapped in: the GPU preprocess code (OpenCV's decode there, the grid_sample
-warp), the network in FP16 as the served compiled network runs it (weights and input in half, heads
-back to FP32 for the FP32 decoder), and both. What it cannot run is what the GPU alone does: nvJPEG's
-decode, the warp sampling in FP16 on a GPU, the compiled kernels. The served loss the table leaves
-unexplained is theirs.
+The GPU pipeline (nvJPEG decode, the torch warp sampling in FP16, the network in FP16 compiled by
+inductor, decoding in FP32) scores a few tenths of a point of mAP below the FP32 pipeline in process
+(OpenCV decode and warp, FP32 network). This scores the same images in process through the
+reference, then with the GPU path's differences swapped in, one at a time and together. With
+``--device cuda`` every variant runs (the FP32 rows with TF32 off, so FP32 means FP32); on the CPU
+the variants that need a GPU (nvJPEG, FP16 sampling, the compiled network) are listed as not run.
 
-    example/detection/python.sh -m detection.accuracy_split [--num-images 200] [--report reports/accuracy-split.md]
+    example/detection/python.sh -m detection.accuracy_split [--device cuda] [--num-images 200] [--report reports/accuracy-split.md]
 """
 from __future__ import annotations
 
@@ -17,6 +15,7 @@ import argparse
 import copy
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,43 +23,89 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from detection import dataset, pipeline
+from detection import dataset, gpu_preprocess, pipeline
 from detection.accuracy import in_process, score
 from detection.network import DEFAULT_CHECKPOINT, load_network
 from detection.reference import Preprocess, ReferencePipeline
-from detection.workload import GpuPreprocess
 from trtis import quiet
 from trtis.export.torchscript import HalfPrecision
 
 
 @dataclass(frozen=True)
+class Warp:
+    """The GPU preprocess code's settings (``gpu_preprocess.preprocess``); None is the OpenCV reference."""
+    nvjpeg: bool
+    sample_dtype: torch.dtype
+
+    @property
+    def needs_gpu(self) -> bool:
+        return self.nvjpeg or self.sample_dtype != torch.float32
+
+
+OPENCV = None
+TORCH_WARP = Warp(nvjpeg=False, sample_dtype=torch.float32)
+TORCH_WARP_FP16 = Warp(nvjpeg=False, sample_dtype=torch.float16)
+SERVED_PREPROCESS = Warp(nvjpeg=True, sample_dtype=torch.float16)
+
+NETWORKS = ("fp32", "fp16", "compiled")  # FP32; FP16 eager as served's FP16 form; that compiled (torch.compile)
+
+
+@dataclass(frozen=True)
 class Variant:
     name: str
-    gpu_preprocess: bool  # the GPU preprocess code on the CPU instead of the OpenCV reference
-    half: bool  # the network in FP16, as served
+    preprocess: Warp | None
+    network: str  # one of NETWORKS
+
+    @property
+    def needs_gpu(self) -> bool:
+        return self.network == "compiled" or (self.preprocess is not None and self.preprocess.needs_gpu)
 
 
 VARIANTS = (
-    Variant("reference: OpenCV preprocess, FP32 network", gpu_preprocess=False, half=False),
-    Variant("GPU preprocess code on the CPU (OpenCV decode, torch warp), FP32 network", gpu_preprocess=True, half=False),
-    Variant("OpenCV preprocess, FP16 network (FP32 decoding)", gpu_preprocess=False, half=True),
-    Variant("GPU preprocess code on the CPU + FP16 network", gpu_preprocess=True, half=True),
+    Variant("reference: OpenCV preprocess, FP32 network", OPENCV, "fp32"),
+    Variant("torch warp (OpenCV decode, FP32 sampling), FP32 network", TORCH_WARP, "fp32"),
+    Variant("torch warp, FP16 sampling (OpenCV decode), FP32 network", TORCH_WARP_FP16, "fp32"),
+    Variant("nvJPEG decode + torch warp in FP16 (the served preprocess), FP32 network", SERVED_PREPROCESS, "fp32"),
+    Variant("OpenCV preprocess, FP16 network, eager (FP32 decoding)", OPENCV, "fp16"),
+    Variant("OpenCV preprocess, FP16 network compiled (torch.compile, as served)", OPENCV, "compiled"),
+    Variant("torch warp (OpenCV decode, FP32 sampling) + FP16 network, eager", TORCH_WARP, "fp16"),
+    Variant("the served pipeline: nvJPEG + FP16 warp + compiled FP16 network", SERVED_PREPROCESS, "compiled"),
 )
 
 
-def gpu_preprocess_on_cpu(size: int) -> Preprocess:
-    """The GPU preprocess model's code on the CPU (bench's in-process stand-in for it), as ReferencePipeline
-    calls a preprocess: encoded images -> image, meta_affine, meta_size."""
-    stand_in = GpuPreprocess(size, pipeline.MAX_PIXELS, "cpu")
-    return lambda images: tuple(stand_in({pipeline.RAW_IMAGE: np.array(images, dtype=object)}).values())
+def torch_preprocess(size: int, device: str, warp: Warp) -> Preprocess:
+    """The GPU preprocess model's code on ``device`` with ``warp``'s settings, as ReferencePipeline calls a
+    preprocess: encoded images -> image, meta_affine, meta_size (in host memory)."""
+    def run(images: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        errors, image, meta_affine, meta_size = gpu_preprocess.preprocess(
+            images, size, device, pipeline.MAX_PIXELS, nvjpeg=warp.nvjpeg, sample_dtype=warp.sample_dtype)
+        failed = [str(error) for error in errors if error is not None]
+        if failed:
+            raise ValueError(failed[0])
+        return image.cpu().numpy(), meta_affine, meta_size
+    return run
 
 
-def half_network(network: torch.nn.Module) -> torch.nn.Module:
+class OnDevice(torch.nn.Module):
+    """``network`` on ``device``: its input moved there, its heads back to the CPU in FP32 for the decoder."""
+
+    def __init__(self, network: torch.nn.Module, device: str):
+        super().__init__()
+        self.network, self.device = network, device
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        image = image.to(self.device)
+        if self.device != "cpu":
+            image = image.contiguous(memory_format=torch.channels_last)
+        return tuple(head.float().cpu() for head in self.network(image))
+
+
+def half_network(network: torch.nn.Module, device: str = "cpu") -> torch.nn.Module:
     """A copy of ``network`` in FP16 taking and returning FP32, the casts of the served compiled network
     (``DecodedDetector.half_network``: input to half, heads back to float32). Channels-last, as the
-    compiled network runs on a GPU: on this CPU, FP16 convolutions in NCHW took 125 s per image, 2 s in
+    compiled network runs on a GPU: on a CPU, FP16 convolutions in NCHW took 125 s per image, 2 s in
     channels-last."""
-    return HalfPrecision(copy.deepcopy(network).to(memory_format=torch.channels_last))
+    return HalfPrecision(copy.deepcopy(network).to(device, memory_format=torch.channels_last))
 
 
 def half_unavailable() -> str | None:
@@ -74,19 +119,36 @@ def half_unavailable() -> str | None:
     return None
 
 
-def split(network: torch.nn.Module, images: list[bytes], ground_truth: dict, size: int) -> dict[str, dict]:
+def networks(network: torch.nn.Module, device: str) -> dict[str, torch.nn.Module | str]:
+    """Each of NETWORKS on ``device``, or the reason it cannot run there. The compiled one is
+    ``torch.compile`` (inductor, dynamic batch) of the FP16 form, as the served ``compiled`` format
+    compiles its exported program of that form."""
+    on_gpu = device != "cpu"
+    fp32 = copy.deepcopy(network).to(device, memory_format=torch.channels_last if on_gpu else torch.contiguous_format)
+    reason = None if on_gpu else half_unavailable()
+    fp16 = reason or half_network(network, device)
+    return {"fp32": OnDevice(fp32, device), "fp16": reason or OnDevice(fp16, device),
+            "compiled": OnDevice(torch.compile(fp16, dynamic=True), device) if on_gpu else "needs a CUDA device"}
+
+
+def split(network: torch.nn.Module, images: list[bytes], ground_truth: dict, size: int,
+          device: str = "cpu") -> dict[str, dict]:
     """Each variant's scores (``accuracy.score``) and ``seconds``, or ``skipped`` with the reason."""
-    reason = half_unavailable()
-    half = None if reason else half_network(network)
+    if device != "cpu":  # FP32 rows in FP32: cuDNN would take TF32 for convolutions by default
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    models = networks(network, device)
     rows = {}
     for variant in tqdm(VARIANTS, desc="variants", unit="variant", leave=False):
-        if variant.half and half is None:
-            rows[variant.name] = {"skipped": reason}
+        model = models[variant.network]
+        if variant.needs_gpu and device == "cpu":
+            model = "needs a CUDA device"
+        if isinstance(model, str):
+            rows[variant.name] = {"skipped": model}
             continue
-        model = ReferencePipeline(half if variant.half else network, size,
-                                  gpu_preprocess_on_cpu(size) if variant.gpu_preprocess else None)
+        preprocess = variant.preprocess and torch_preprocess(size, device, variant.preprocess)
         began = time.perf_counter()
-        rows[variant.name] = {**score(ground_truth, in_process(model, images)), "seconds": time.perf_counter() - began}
+        results = in_process(ReferencePipeline(model, size, preprocess), images)
+        rows[variant.name] = {**score(ground_truth, results), "seconds": time.perf_counter() - began}
     return rows
 
 
@@ -110,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-images", type=int, default=200)
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
     parser.add_argument("--input-size", type=int, default=pipeline.INPUT_SIZE)
+    parser.add_argument("--device", default="cpu", help="where the preprocess code and the networks run: cpu, or "
+                        "cuda (every variant)")
     parser.add_argument("--report", type=Path, help="also write the table here (Markdown)")
     parser.add_argument("--verbose", action="store_true", help="log every step, third-party libraries' notices too")
     args = parser.parse_args(argv)
@@ -117,15 +181,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--num-images must be at least 1, not {args.num_images}")
     if not args.checkpoint.is_file():
         parser.error(f"checkpoint {args.checkpoint} not found")
+    if args.device != "cpu" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: PyTorch {torch.__version__} sees no CUDA device here")
     quiet.setup(args.verbose)
     ground_truth = dataset.coco_split(args.seed, args.num_images)
     images = [dataset.generate(args.seed, i).jpeg for i in range(args.num_images)]
     network, _ = load_network(args.checkpoint)
-    text = table(split(network, images, ground_truth, args.input_size))
+    text = table(split(network, images, ground_truth, args.input_size, args.device))
+    where = (f"on {torch.cuda.get_device_name(args.device)}" if args.device != "cpu"
+             else f"on the CPU ({torch.get_num_threads()} threads)")
     heading = (f"mAP of `{args.checkpoint.name}` on {args.num_images} generated images (seed {args.seed}), input "
-               f"{args.input_size}, in process on the CPU ({torch.get_num_threads()} threads, PyTorch "
-               f"{torch.__version__}); COCO metrics by pycocotools. Not run here: nvJPEG's decode, the warp in "
-               "FP16 on a GPU, the compiled network's kernels.")
+               f"{args.input_size}, in process {where}, PyTorch {torch.__version__}; COCO metrics by pycocotools.")
     print(text)
     if args.report:
         args.report.parent.mkdir(parents=True, exist_ok=True)

@@ -33,8 +33,10 @@ def _on_cpu(data: bytes, device: torch.device, max_pixels: int) -> torch.Tensor:
     return torch.from_numpy(decode_bgr(data, max_pixels)).to(device).permute(2, 0, 1)
 
 
-def decode(images: Sequence[bytes], device: torch.device, max_pixels: int = MAX_PIXELS) -> list:
-    """Each image as a 3xHxW BGR uint8 tensor on ``device``, or the ValueError that says why not."""
+def decode(images: Sequence[bytes], device: torch.device, max_pixels: int = MAX_PIXELS, nvjpeg: bool = True) -> list:
+    """Each image as a 3xHxW BGR uint8 tensor on ``device``, or the ValueError that says why not.
+    ``nvjpeg=False`` decodes every image with OpenCV, as the reference does (``accuracy_split`` scores
+    what nvJPEG's decode alone changes)."""
     decoded: list = [None] * len(images)
     jpegs = []
     for index, data in enumerate(images):
@@ -43,7 +45,7 @@ def decode(images: Sequence[bytes], device: torch.device, max_pixels: int = MAX_
         except ValueError as error:
             decoded[index] = error
             continue
-        if data.startswith(JPEG_MAGIC) and device.type == "cuda":
+        if nvjpeg and data.startswith(JPEG_MAGIC) and device.type == "cuda":
             jpegs.append(index)
     if jpegs:
         from torchvision.io import ImageReadMode, decode_jpeg
@@ -90,15 +92,16 @@ def _groups(shapes: list[tuple[int, int]]) -> list[list[int]]:
 
 
 def warp(images: Sequence[torch.Tensor], size: int, meta_affine: np.ndarray, mean: torch.Tensor,
-         std: torch.Tensor) -> torch.Tensor:
+         std: torch.Tensor, sample_dtype: torch.dtype | None = None) -> torch.Tensor:
     """3xHxW uint8 images -> the [N, 3, S, S] normalised network input (bilinear, zero padding), in
     one grid_sample per group of images padded onto a common canvas: sampling the canvas's zero
     padding is what sampling outside each image gives anyway.
 
     ``meta_affine`` maps network-input pixels to original pixels (pixel centres at integers, as
-    OpenCV's warpAffine); grid_sample wants [-1, 1] across the canvas's edges."""
+    OpenCV's warpAffine); grid_sample wants [-1, 1] across the canvas's edges. ``sample_dtype``: the
+    canvas's and the grid's (default: FP16 on a GPU, FP32 on the CPU)."""
     device = images[0].device
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    dtype = sample_dtype or (torch.float16 if device.type == "cuda" else torch.float32)
     ys, xs = torch.meshgrid(torch.arange(size, device=device, dtype=torch.float32),
                             torch.arange(size, device=device, dtype=torch.float32), indexing="ij")
     out = torch.empty((len(images), 3, size, size), device=device, dtype=torch.float32)
@@ -118,19 +121,21 @@ def warp(images: Sequence[torch.Tensor], size: int, meta_affine: np.ndarray, mea
 
 
 def preprocess(images: Sequence[bytes], size: int, device: torch.device | str = "cuda",
-               max_pixels: int = MAX_PIXELS) -> tuple[list, torch.Tensor | None, np.ndarray, np.ndarray]:
+               max_pixels: int = MAX_PIXELS, nvjpeg: bool = True,
+               sample_dtype: torch.dtype | None = None) -> tuple[list, torch.Tensor | None, np.ndarray, np.ndarray]:
     """Encoded images -> (the errors per image, None where fine; image [N', 3, S, S] on ``device``
-    for the N' good ones; meta_affine [N', 2, 3]; meta_size [N', 2])."""
+    for the N' good ones; meta_affine [N', 2, 3]; meta_size [N', 2]). ``nvjpeg`` and ``sample_dtype``
+    as ``decode``'s and ``warp``'s."""
     device = torch.device(device)
     mean = torch.as_tensor(MEAN_BGR, device=device).view(3, 1, 1)
     std = torch.as_tensor(STD_BGR, device=device).view(3, 1, 1)
     with torch.inference_mode():
-        decoded = decode(images, device, max_pixels)
+        decoded = decode(images, device, max_pixels, nvjpeg)
         errors = [image if isinstance(image, Exception) else None for image in decoded]
         good = [image for image in decoded if not isinstance(image, Exception)]
         sizes = np.array([image.shape[1:] for image in good], np.float32).reshape(-1, 2)
         affines = np.array([inverse_affine(int(h), int(w), size) for h, w in sizes], np.float32).reshape(-1, 2, 3)
-        batch = warp(good, size, affines, mean, std) if good else None
+        batch = warp(good, size, affines, mean, std, sample_dtype) if good else None
     return errors, batch, affines, sizes
 
 
