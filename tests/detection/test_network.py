@@ -1,9 +1,12 @@
 """The DLA-34 CenterNet network and its official-format checkpoint loader."""
 from __future__ import annotations
 
-import torch
-import pytest
+import copy
 
+import pytest
+import torch
+
+from detection import pipeline
 from detection.network import CenterNet, CheckpointMismatch, NetworkSpec, load_network, save_checkpoint
 from detection.network.checkpoint import random_network
 
@@ -88,3 +91,23 @@ def test_the_decoded_detector_is_the_network_then_the_decoder():
         separate = CenterNetDecoder()(*network(image), meta_affine, meta_size)
     for a, b in zip(fused, separate):
         torch.testing.assert_close(a, b)
+
+
+def test_the_fp16_form_keeps_each_heads_last_convolution_and_the_heads_in_fp32(network):
+    from detection import dataset, letterbox
+
+    ours = copy.deepcopy(network).half().half().to(memory_format=torch.channels_last)  # twice: the same form
+    throughout = torch.nn.Module.half(copy.deepcopy(network)).to(memory_format=torch.channels_last)
+    for head in pipeline.HEADS:
+        layers = getattr(ours, head)
+        assert layers[0].weight.dtype == torch.float16 and layers[-1].layer.weight.dtype == torch.float32, head
+    assert ours.base.base_layer[0].weight.dtype == torch.float16
+    image = torch.from_numpy(letterbox.preprocess_batch([dataset.generate(3, 0).jpeg], 128)[0])
+    with torch.inference_mode():
+        exact = network(image)
+        heads = ours(image.half().contiguous(memory_format=torch.channels_last))
+        rounded = throughout(image.half().contiguous(memory_format=torch.channels_last))
+    assert [head.dtype for head in heads] == [torch.float32] * 3
+    for name, want, got, fp16 in zip(pipeline.HEADS, exact, heads, rounded):
+        error, error_fp16 = (want - got).abs().mean().item(), (want - fp16.float()).abs().mean().item()
+        assert error < error_fp16, (name, error, error_fp16)

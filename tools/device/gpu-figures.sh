@@ -6,6 +6,7 @@
 #   tools/device/gpu-figures.sh tune       tune.sh: network instances, max batch and queue delay swept
 #   tools/device/gpu-figures.sh start-times  server start until ready, warm (the shipped inductor cache) and cold
 #   tools/device/gpu-figures.sh evaluate   served mAP against the FP32 PyTorch model in process
+#   tools/device/gpu-figures.sh split      accuracy_split --device cuda: each GPU difference's share of the loss
 #   tools/device/gpu-figures.sh mps on|off CUDA MPS control daemon (start it before the server)
 #   tools/device/gpu-figures.sh one-card   the converted repository's GPU instances, on GPU 0 only (the
 #                                          one-card baseline of a two-card run, without converting again)
@@ -86,6 +87,10 @@ PY
   evaluate)
     .venv/bin/python example/detection/evaluate.py --dataset "$images" --url 127.0.0.1:7001 \
       --report "$out/${NAME:-h100-gpu}-map.md" ;;
+  split)
+    # Where the served mAP loss comes from: each difference of the GPU pipeline scored alone, in process.
+    example/detection/python.sh -m detection.accuracy_split --device cuda --num-images "${IMAGES:-200}" \
+      --report "$out/${NAME:-h100-gpu}-accuracy-split.md" ;;
   mps)
     # With MPS the instances' processes share one GPU context, so their kernels run side by side
     # instead of in time slices. Start it before the server; `off` stops it after the server.
@@ -107,5 +112,5 @@ for path in Path("model_repository").glob("*/config.pbtxt"):
     path.write_text(text_format.MessageToString(config))
 PY
     ;;
-  *) echo "usage: $0 convert|serve|bench|tune|start-times|evaluate|mps on|off|one-card" >&2; exit 2 ;;
+  *) echo "usage: $0 convert|serve|bench|tune|start-times|evaluate|split|mps on|off|one-card" >&2; exit 2 ;;
 esac
