@@ -8,6 +8,7 @@ import os
 import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+import torch
 from tqdm import tqdm
 
 from detection import pipeline
@@ -39,6 +40,20 @@ def score(ground_truth: dict, results: list[dict]) -> dict:
         values = values[values > -1]
         per_class[category["name"]] = float(values.mean()) if values.size else float("nan")
     return {"map": float(evaluation.stats[0]), "map50": float(evaluation.stats[1]), "per_class": per_class}
+
+
+class OnDevice(torch.nn.Module):
+    """``network`` on ``device``: its input moved there, its heads back to the CPU in FP32 for the decoder."""
+
+    def __init__(self, network: torch.nn.Module, device: str):
+        super().__init__()
+        self.network, self.device = network, device
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        image = image.to(self.device)
+        if self.device != "cpu":
+            image = image.contiguous(memory_format=torch.channels_last)
+        return tuple(head.float().cpu() for head in self.network(image))
 
 
 def in_process(model: ReferencePipeline, images: list[bytes], batch: int = 8) -> list[dict]:

@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from detection import dataset, gpu_preprocess, pipeline
-from detection.accuracy import in_process, score
+from detection.accuracy import OnDevice, in_process, score
 from detection.network import DEFAULT_CHECKPOINT, load_network
 from detection.reference import Preprocess, ReferencePipeline
 from trtis import quiet
@@ -47,14 +47,11 @@ TORCH_WARP = Warp(nvjpeg=False, sample_dtype=torch.float32)
 TORCH_WARP_FP16 = Warp(nvjpeg=False, sample_dtype=torch.float16)
 SERVED_PREPROCESS = Warp(nvjpeg=True, sample_dtype=torch.float16)
 
-NETWORKS = ("fp32", "fp16", "compiled")  # FP32; FP16 eager as served's FP16 form; that compiled (torch.compile)
-
-
 @dataclass(frozen=True)
 class Variant:
     name: str
     preprocess: Warp | None
-    network: str  # one of NETWORKS
+    network: str  # "fp32"; "fp16": the served FP16 form, eager; "compiled": that form by torch.compile
 
     @property
     def needs_gpu(self) -> bool:
@@ -86,20 +83,6 @@ def torch_preprocess(size: int, device: str, warp: Warp) -> Preprocess:
     return run
 
 
-class OnDevice(torch.nn.Module):
-    """``network`` on ``device``: its input moved there, its heads back to the CPU in FP32 for the decoder."""
-
-    def __init__(self, network: torch.nn.Module, device: str):
-        super().__init__()
-        self.network, self.device = network, device
-
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        image = image.to(self.device)
-        if self.device != "cpu":
-            image = image.contiguous(memory_format=torch.channels_last)
-        return tuple(head.float().cpu() for head in self.network(image))
-
-
 def half_network(network: torch.nn.Module, device: str = "cpu") -> torch.nn.Module:
     """A copy of ``network`` in FP16 taking and returning FP32, the casts of the served compiled network
     (``DecodedDetector.half_network``: input to half, heads back to float32). Channels-last, as the
@@ -120,7 +103,7 @@ def half_unavailable() -> str | None:
 
 
 def networks(network: torch.nn.Module, device: str) -> dict[str, torch.nn.Module | str]:
-    """Each of NETWORKS on ``device``, or the reason it cannot run there. The compiled one is
+    """Each of the variants' networks on ``device``, or the reason it cannot run there. The compiled one is
     ``torch.compile`` (inductor, dynamic batch) of the FP16 form, as the served ``compiled`` format
     compiles its exported program of that form."""
     on_gpu = device != "cpu"
@@ -131,24 +114,44 @@ def networks(network: torch.nn.Module, device: str) -> dict[str, torch.nn.Module
             "compiled": OnDevice(torch.compile(fp16, dynamic=True), device) if on_gpu else "needs a CUDA device"}
 
 
+def device_unavailable(device: str) -> str | None:
+    """Why ``device`` cannot run the split here (not cpu or cuda[:N], or no such GPU), or None."""
+    try:
+        where = torch.device(device)
+    except RuntimeError as error:
+        return f"not a device name ({error}); use cpu or cuda"
+    if where.type == "cpu":
+        return None
+    if where.type != "cuda":
+        return f"{where.type} is not supported here; use cpu or cuda"
+    count = torch.cuda.device_count()
+    if (where.index or 0) >= count:
+        return f"PyTorch {torch.__version__} sees {count} CUDA device(s) here"
+    return None
+
+
 def split(network: torch.nn.Module, images: list[bytes], ground_truth: dict, size: int,
           device: str = "cpu") -> dict[str, dict]:
     """Each variant's scores (``accuracy.score``) and ``seconds``, or ``skipped`` with the reason."""
-    if device != "cpu":  # FP32 rows in FP32: cuDNN would take TF32 for convolutions by default
-        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     models = networks(network, device)
     rows = {}
-    for variant in tqdm(VARIANTS, desc="variants", unit="variant", leave=False):
-        model = models[variant.network]
-        if variant.needs_gpu and device == "cpu":
-            model = "needs a CUDA device"
-        if isinstance(model, str):
-            rows[variant.name] = {"skipped": model}
-            continue
-        preprocess = variant.preprocess and torch_preprocess(size, device, variant.preprocess)
-        began = time.perf_counter()
-        results = in_process(ReferencePipeline(model, size, preprocess), images)
-        rows[variant.name] = {**score(ground_truth, results), "seconds": time.perf_counter() - began}
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    # FP32 rows in FP32: cuDNN takes TF32 for convolutions by default (restored after)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        for variant in tqdm(VARIANTS, desc="variants", unit="variant", leave=False):
+            model = models[variant.network]
+            if variant.needs_gpu and device == "cpu":
+                model = "needs a CUDA device"
+            if isinstance(model, str):
+                rows[variant.name] = {"skipped": model}
+                continue
+            preprocess = variant.preprocess and torch_preprocess(size, device, variant.preprocess)
+            began = time.perf_counter()
+            results = in_process(ReferencePipeline(model, size, preprocess), images)
+            rows[variant.name] = {**score(ground_truth, results), "seconds": time.perf_counter() - began}
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
     return rows
 
 
@@ -173,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
     parser.add_argument("--input-size", type=int, default=pipeline.INPUT_SIZE)
     parser.add_argument("--device", default="cpu", help="where the preprocess code and the networks run: cpu, or "
-                        "cuda (every variant)")
+                        "cuda / cuda:N (every variant)")
     parser.add_argument("--report", type=Path, help="also write the table here (Markdown)")
     parser.add_argument("--verbose", action="store_true", help="log every step, third-party libraries' notices too")
     args = parser.parse_args(argv)
@@ -181,8 +184,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--num-images must be at least 1, not {args.num_images}")
     if not args.checkpoint.is_file():
         parser.error(f"checkpoint {args.checkpoint} not found")
-    if args.device != "cpu" and not torch.cuda.is_available():
-        parser.error(f"--device {args.device}: PyTorch {torch.__version__} sees no CUDA device here")
+    reason = device_unavailable(args.device)
+    if reason:
+        parser.error(f"--device {args.device}: {reason}")
     quiet.setup(args.verbose)
     ground_truth = dataset.coco_split(args.seed, args.num_images)
     images = [dataset.generate(args.seed, i).jpeg for i in range(args.num_images)]

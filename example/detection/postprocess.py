@@ -52,8 +52,8 @@ class CenterNetDecoder(nn.Module):
 class DecodedDetector(nn.Module):
     """The network and its decoding as one model, for a GPU: only the detections (a few KB per image)
     leave it, where the separate postprocess had the heads (655 KB per image at input 512) cross
-    between two models. ``half_network`` gives its FP16 form: the network in FP16, the decoding (box
-    coordinates in original pixels) in FP32."""
+    between two models. ``half_network`` gives its FP16 form: the network's (``CenterNet.half``: FP16
+    but for the heads' last convolutions), the decoding (box coordinates in original pixels) in FP32."""
 
     def __init__(self, network: nn.Module, decoder: nn.Module | None = None):
         super().__init__()

@@ -57,3 +57,10 @@ def test_the_fp16_network_detects_as_the_served_decoded_network(network):
     np.testing.assert_array_equal(ours[pipeline.BOXES], boxes.numpy())
     np.testing.assert_array_equal(ours[pipeline.SCORES], scores.numpy())
     np.testing.assert_array_equal(ours[pipeline.CLASSES], classes.numpy())
+
+
+def test_a_device_it_cannot_use_is_refused_with_the_reason():
+    for device, reason in (("gpu", "use cpu or cuda"), ("cuda:7", "CUDA device(s) here")):
+        run = subprocess.run([str(PYTHON), "-m", "detection.accuracy_split", "--device", device, "--num-images", "1"],
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 2 and f"--device {device}: " in run.stderr and reason in run.stderr, run.stderr[-500:]

@@ -17,6 +17,9 @@ if [ ! -d "$copy" ]; then
   cp -a "$root" "$copy" && cp "$old_network" "$copy/example/detection/network/centernet.py"
   ln -sfn /tmp/trtis/venv "$copy/.venv"
 fi
+cmp -s "$old_network" "$copy/example/detection/network/centernet.py" \
+  || { echo "ab-fp16-form.sh: $copy does not hold $old_network: remove it and run again" >&2; exit 1; }
+export OUT="${OUT:-$root/reports}"  # both arms' reports in one folder
 for arm in "$@"; do
   dir=$root; [ "$arm" = old ] && dir=$copy
   (cd "$copy" && ./start.sh --stop >/dev/null 2>&1); ./start.sh --stop >/dev/null 2>&1
@@ -26,5 +29,5 @@ for arm in "$@"; do
     && NAME=ab-$arm-latency-$run CLIENTS=1 LEVELS=1 SECONDS_PER_LEVEL=10 BENCH_ARGS=--no-baselines \
        tools/device/gpu-figures.sh bench 2>&1 | tr '\r' '\n' | grep "^| 1 " \
     && NAME=ab-$arm-$run LEVELS="1 32 128" SECONDS_PER_LEVEL=8 BENCH_ARGS=--no-baselines \
-       tools/device/gpu-figures.sh bench 2>&1 | tr '\r' '\n' | grep "^| [0-9]")
+       tools/device/gpu-figures.sh bench 2>&1 | tr '\r' '\n' | grep "^| [0-9]") || echo "== $arm failed: run its steps by hand to see why"
 done

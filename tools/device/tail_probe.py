@@ -20,6 +20,7 @@ IMAGES = Path(".device/extras/test/images")  # gpu-figures.sh generates them
 
 
 def served(url: str) -> Callable[[bytes], object]:
+    """One image per request to the ``detection`` ensemble at ``url`` (gRPC), as a user's client sends."""
     from trt_client import client
 
     runner = client.Inference(url, "detection", "1")

@@ -114,14 +114,20 @@ class CenterNet(nn.Module):
         return self.hm(features), self.wh(features), self.reg(features)
 
     def half(self) -> "CenterNet":
-        """The FP16 form every GPU format serves: FP16 but for each head's last 1x1 convolution, kept in
-        FP32, and so the heads themselves (box sizes of up to 128 cells, which FP16 holds to 1/16 of a
-        cell). Measured on an H100 (docs/performance/gpu.md, "Served mAP"): the network in FP16
-        throughout scored 0.13 points of mAP@[.5:.95] below FP32 on the test split; with these three
-        convolutions (0.1% of the network's FLOPs) in FP32, the same as FP32."""
-        super().half()
-        for name in HEADS:
+        """The FP16 form the PyTorch-based GPU formats serve (compiled, FP16 TorchScript; TensorRT builds
+        from ONNX): FP16 but for each head's last 1x1 convolution, whose weights stay as they were and
+        which accumulates and outputs in FP32 (cuDNN may still use TF32 inside), so the heads leave the
+        network in FP32. Measured on an H100 (docs/performance/gpu.md, "The FP16 form"): in FP16
+        throughout the network scored 0.13 points of mAP@[.5:.95] below FP32 on the test split, in
+        process; in this form, the same as FP32. Only ``half()`` on the CenterNet itself makes this form
+        (``nn.Module.half`` of a wrapper, or ``.to(torch.float16)``, does not), and its state dict names
+        those layers ``hm.2.layer.weight``...: it is a form to export, not to save as a checkpoint."""
+        kept = {}
+        for name in HEADS:  # out of the module while it turns FP16, so their weights are not rounded
             layers = getattr(self, name)
-            last = layers[-1] if isinstance(layers[-1], InFloat32) else InFloat32(layers[-1])
-            layers[-1] = last.float()
+            kept[name] = layers[-1] if isinstance(layers[-1], InFloat32) else InFloat32(layers[-1])
+            layers[-1] = nn.Identity()
+        super().half()
+        for name, last in kept.items():
+            getattr(self, name)[-1] = last
         return self
