@@ -70,4 +70,30 @@ if ! .venv/bin/python -m trtis.serving.embedded >/dev/null 2>.venv/embedded.err;
 fi
 .venv/bin/python -m trtis.serving.embedded || fail "could not assemble the embedded Triton server (see above)"
 rm -f .venv/embedded.err
+
+# The HTTP front door (docs/security.md): the distribution's own nginx build, unpacked into .venv
+# (no root, no system service). Ubuntu 22.04 keeps the binary in nginx-core, Debian 12 in nginx.
+unpack_nginx() {
+  local scratch deb package
+  scratch="$(mktemp -d)"
+  for package in nginx nginx-core; do
+    (cd "$scratch" && apt-get download -q "$package" >/dev/null 2>&1) || continue
+    deb="$(ls "$scratch"/*.deb 2>/dev/null | head -1)"
+    if [ -n "$deb" ] && dpkg -c "$deb" | grep '/usr/sbin/nginx$' >/dev/null; then
+      rm -rf .venv/nginx && dpkg -x "$deb" .venv/nginx && rm -rf "$scratch" && return 0
+    fi
+    rm -f "$scratch"/*.deb
+  done
+  rm -rf "$scratch"
+  return 1
+}
+if [ -x .venv/nginx/usr/sbin/nginx ] || command -v nginx >/dev/null; then
+  :
+elif command -v apt-get >/dev/null && command -v dpkg >/dev/null; then
+  say "unpacking the distribution's nginx into .venv/nginx (the HTTP front door)"
+  unpack_nginx || { [ "$(id -u)" = 0 ] && apt-get update -q >/dev/null 2>&1 && unpack_nginx; } \
+    || say "warning: could not download nginx; start.sh will keep HTTP on 127.0.0.1 without the front door's limits (apt-get install nginx, then ./install.sh)"
+else
+  say "warning: no nginx found; start.sh will keep HTTP on 127.0.0.1 without the front door's limits (install nginx, then ./install.sh)"
+fi
 say "done. Start the server with ./start.sh; run the tests with .venv/bin/python -m pytest"

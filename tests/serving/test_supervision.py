@@ -163,3 +163,15 @@ def test_the_probe_checks_readiness_and_finds_the_server_by_name_in_a_container(
     assert urllib.request.urlopen(f"http://{server.http_url}/v2/health/ready").status == 200
     assert state(server)["server"]["pid"] in process.named("tritonserver")
     assert "does not answer ready" in supervisor.probe("http://127.0.0.1:9/v2/health/ready")
+
+
+def test_a_stopped_backend_process_turns_readiness_false_and_is_healed(server, kinds):
+    """SIGSTOP leaves the process alive and Triton's readiness at 200: the supervisor sees it stopped."""
+    old = stubs(server)
+    victim = next(pid for pid, instance in old.items() if instance.startswith(KINDS["onnxruntime"] + "_"))
+    outcomes, samples, stopped_at = load_through(server, kinds, lambda: os.kill(victim, signal.SIGSTOP))
+    check_recovery(server, kinds, outcomes, samples, stopped_at, old)
+    down = next(t for t, ok in samples if t > stopped_at and not ok)
+    print(f"readiness said no {down - stopped_at:.1f} s after SIGSTOP")
+    assert down - stopped_at < 5, "readiness stayed yes for 5 s with a stopped backend process"
+    assert f"{old[victim]} (pid {victim}) stopped" in server.log_file.read_text(errors="replace")

@@ -25,6 +25,7 @@ PACKAGE = Path(__file__).resolve().parents[1]  # backend/trtis: the supervisor r
 STATE_FILE = "/tmp/trtis-server.json"
 TLS_DIR = PurePosixPath("/run/trtis/tls")
 READY_URL = "http://127.0.0.1:8000/v2/health/ready"
+METRICS_URL = "http://127.0.0.1:8002/metrics"  # the supervisor sees hung models from its counters
 
 
 def image_for(repository: Path) -> tuple[str, str | None]:
@@ -60,9 +61,10 @@ def unavailable_reason(image: str = DEFAULT_IMAGE) -> str | None:
 
 def command(repository: Path, host: str, http_port: int, grpc_port: int, metrics_port: int,
             image: str = DEFAULT_IMAGE, gpus: str = "all", shm_size: str = "1g", *,
-            security: Security = Security(), shm_prefix: str) -> list[str]:
+            security: Security = Security(), shm_prefix: str, http_host: str | None = None) -> list[str]:
     """The tutorial's ``docker run`` (GPUs, shared memory, memlock and stack limits, the repository
-    at /models, 8000-8002 published on the tutorial's ports), with tritonserver under the supervisor."""
+    at /models, 8000-8002 published on the tutorial's ports), with tritonserver under the supervisor.
+    gRPC is published on ``host``, HTTP and metrics on ``http_host`` (the front door's loopback side)."""
     tls = security.grpc_tls
     inside = {} if tls is None else {Path(tls.cert): TLS_DIR / "server-cert.pem", Path(tls.key): TLS_DIR / "server-key.pem",
                                      **({Path(tls.client_ca): TLS_DIR / "client-ca.pem"} if tls.client_ca else {})}
@@ -74,13 +76,14 @@ def command(repository: Path, host: str, http_port: int, grpc_port: int, metrics
         "docker", "run", "--detach", "--rm", "--name", CONTAINER,
         f"--gpus={gpus}", f"--shm-size={shm_size}",
         "--ulimit", "memlock=-1", "--ulimit", "stack=67108864",
-        "-p", f"{host}:{http_port}:8000", "-p", f"{host}:{grpc_port}:8001", "-p", f"{host}:{metrics_port}:8002",
+        "-p", f"{http_host or host}:{http_port}:8000", "-p", f"{host}:{grpc_port}:8001",
+        "-p", f"{http_host or host}:{metrics_port}:8002",
         "-v", f"{Path(repository).resolve()}:/models:ro",
         "-v", f"{PACKAGE}:/opt/trtis/trtis:ro", "-e", "PYTHONPATH=/opt/trtis",
         *(part for mount in mounts for part in ("-v", mount)),
         image,
         "python3", "-m", "trtis.serving.supervisor", "run", "--state-file", STATE_FILE, "--ready-url", READY_URL,
-        "--shm-prefix", shm_prefix, "--", *server,
+        "--shm-prefix", shm_prefix, "--metrics-url", METRICS_URL, "--", *server,
     ]
 
 

@@ -99,10 +99,12 @@ def assemble(home: Path = DEFAULT_HOME) -> Path:
 
 
 def command(home: Path, repository: Path, host: str, http_port: int, grpc_port: int, metrics_port: int,
-            log_verbose: int = 0, *, shm_prefix: str | None = None, security: Security = Security()) -> list[str]:
+            log_verbose: int = 0, *, shm_prefix: str | None = None, security: Security = Security(),
+            http_host: str | None = None) -> list[str]:
     """The server's command line; model control mode none: clients cannot load or unload.
 
-    ``shm_prefix`` names the Python backend's shared-memory regions, so that the regions and stub
+    gRPC listens on ``host``, HTTP and metrics on ``http_host`` (default ``host``: behind the front
+    door they listen on loopback only). ``shm_prefix`` names the Python backend's shared-memory regions, so that the regions and stub
     processes of this server can be told from any other's; ``security`` adds its API locks and TLS."""
     backends = Path(home) / "backends"
     if not (backends / "python" / "triton_python_backend_stub").exists():
@@ -116,9 +118,9 @@ def command(home: Path, repository: Path, host: str, http_port: int, grpc_port: 
         "--strict-readiness=true",
         "--exit-on-error=true",
         "--exit-timeout-secs=15",
-        f"--http-address={host}", f"--http-port={http_port}",
+        f"--http-address={http_host or host}", f"--http-port={http_port}",
         f"--grpc-address={host}", f"--grpc-port={grpc_port}",
-        f"--metrics-address={host}", f"--metrics-port={metrics_port}",
+        f"--metrics-address={http_host or host}", f"--metrics-port={metrics_port}",
         f"--log-verbose={log_verbose}",
         *([f"--backend-config=python,shm-region-prefix-name={shm_prefix}"] if shm_prefix else []),
         *[f"--cuda-memory-pool-byte-size={gpu}:{CUDA_MEMORY_POOL_BYTES}" for gpu in range(gpu_count())],

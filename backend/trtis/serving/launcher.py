@@ -1,9 +1,11 @@
 """Starting and stopping the Triton server: ``start.sh`` runs this, and Python code uses ``serve``.
 
-It refuses ports already in use, starts the server in the background under its supervisor (which
-restarts it when a backend process dies, ``trtis.serving.supervisor``), waits until
-``/v2/health/ready`` answers (or shows the tail of the log and exits non-zero), and keeps a state
-file and a log file in the state folder so that ``--stop`` can end it. ``--stop`` signals only the
+It refuses ports already in use, and a second start from the same state folder (a lock the
+supervisor holds for as long as it runs), starts the server in the background under its supervisor
+(which restarts it when a backend process dies or hangs, ``trtis.serving.supervisor``) behind the
+HTTP front door (nginx, ``trtis.serving.front_door``), waits until ``/v2/health/ready`` answers (or
+shows the tail of the log and exits non-zero), and keeps a state file and a log file in the state
+folder so that ``--stop`` can end it. ``--stop`` signals only the
 processes that file proves are the ones it started (pid, start time, executable), then ends that
 server's backend processes and removes its shared memory; a stale file is reported and removed.
 
@@ -14,6 +16,9 @@ server's backend processes and removes its shared memory; a stale file is report
 from __future__ import annotations
 
 import argparse
+import fcntl
+import functools
+import json
 import logging
 import os
 import re
@@ -24,14 +29,15 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from trtis.serving import docker, embedded, mps, process
+from trtis.serving import docker, embedded, front_door, mps, process
 from trtis.serving.security import ADMIN_HEADER, GrpcTls, Security, SecurityError, key_file, read_key
+from trtis.serving.supervisor import Supervision
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +46,7 @@ PID_FILE = "tritonserver.pid"  # a bare pid, as earlier launchers and hand-run s
 CONTAINER_FILE = "tritonserver.container"
 LOG_FILE = "tritonserver.log"
 ADMIN_KEY_FILE = "admin.key"
+LOCK_FILE = "server.lock"
 
 
 class LaunchError(RuntimeError):
@@ -70,6 +77,20 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as probe:
         probe.bind((host, 0))
         return probe.getsockname()[1]
+
+
+def _claim(state_dir: Path) -> int:
+    """An open, exclusively locked descriptor of the state folder's lock file: the supervisor inherits
+    it and holds the lock while it runs, so a second start from the same folder is refused at once."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        raise LaunchError(f"a server started from {state_dir} is still running or starting: stop it with "
+                          f"./start.sh --stop --state-dir {state_dir}, or give this one its own --state-dir") from None
+    return descriptor
 
 
 def _ready_url(host: str, port: int) -> str:
@@ -134,7 +155,7 @@ def _recorded(state_dir: Path) -> dict[str, process.ProcessId]:
     (same pid, start time, boot and executable, and the expected program)."""
     state = _state(state_dir) or {}
     ours = {}
-    for role, program in (("supervisor", "trtis.serving.supervisor"), ("server", "tritonserver")):
+    for role, program in (("supervisor", "trtis.serving.supervisor"), ("server", "tritonserver"), ("proxy", "nginx")):
         recorded = process.ProcessId.from_json(state[role]) if state.get(role) else None
         if recorded is not None and recorded.alive() and any(program in part for part in process.cmdline(recorded.pid)):
             ours[role] = recorded
@@ -167,8 +188,9 @@ def _describe(pid_text: str) -> str:
 
 
 def running(state_dir: Path) -> bool:
-    """Whether a server started from ``state_dir`` provably runs."""
-    return bool(_recorded(state_dir)) or _bare_pid_server(state_dir) is not None
+    """Whether a server started from ``state_dir`` provably runs (a front door left alone is an orphan)."""
+    return (bool(set(_recorded(state_dir)) - {"proxy"}) or _bare_pid_server(state_dir) is not None
+            or (state_dir / CONTAINER_FILE).exists())
 
 
 def stop(state_dir: Path, timeout: float = 30, *, after_failed_start: bool = False) -> bool:
@@ -179,22 +201,21 @@ def stop(state_dir: Path, timeout: float = 30, *, after_failed_start: bool = Fal
     failed start a dead server is expected: its state file is removed without a warning."""
     state_dir = Path(state_dir)
     container_file = state_dir / CONTAINER_FILE
-    if container_file.exists():
+    was_running = container_file.exists()
+    if was_running:
         docker.stop(container_file.read_text().strip())
         container_file.unlink()
-        return True
-    was_running = False
     state_file = state_dir / STATE_FILE
     if state_file.exists():
         state, ours = _state(state_dir) or {}, _recorded(state_dir)
-        was_running = bool(ours)
-        if not ours and not after_failed_start:
+        was_running = was_running or bool(set(ours) - {"proxy"})
+        if not was_running and not after_failed_start:
             pid = str((state.get("supervisor") or {}).get("pid", "?"))
             log.warning("stale state file %s: the server it records is not running (%s); removed it, "
                         "signalled nothing", state_file, _describe(pid))
         # The supervisor stops its server itself; whatever is left after that gets the same treatment.
         process.end([ours[role] for role in ("supervisor",) if role in ours], grace=timeout)
-        process.end([ours[role] for role in ("server",) if role in ours], grace=timeout)
+        process.end([ours[role] for role in ("server", "proxy") if role in ours], grace=timeout)
         shm_prefix = state.get("shm_prefix")
         if process.SHM_PREFIX.fullmatch(str(shm_prefix)):
             stubs, regions = process.end_stubs(shm_prefix), process.remove_shared_memory(shm_prefix)
@@ -220,14 +241,27 @@ def stop(state_dir: Path, timeout: float = 30, *, after_failed_start: bool = Fal
 
 def start(mode: str, repository: Path, host: str, ports: Ports, state_dir: Path, timeout: float,
           image: str | None = None, log_verbose: int = 0, gpus: str = "all", *,
-          security: Security = Security(), use_mps: bool = False) -> str:
+          security: Security | Callable[[], Security] = Security(), use_mps: bool = False,
+          supervision: Supervision = Supervision()) -> str:
     """Start the server; returns the mode it runs in. ``image`` None: ``docker.image_for`` picks it.
-    ``use_mps``: under its own CUDA MPS control daemon (``trtis.serving.mps``), embedded mode only."""
+    ``use_mps``: under its own CUDA MPS control daemon (``trtis.serving.mps``), embedded mode only.
+    ``security`` may be a function that makes it (and its key files) once the start is not refused;
+    ``supervision`` tunes the supervisor (embedded mode)."""
     repository = Path(repository)
     if not repository.is_dir():
         raise LaunchError(f"model repository {repository} does not exist: run convert.sh first, or pass --model-repository")
     state_dir = Path(state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
+    lock = _claim(state_dir)
+    try:
+        return _start_claimed(mode, repository, host, ports, state_dir, timeout, image, log_verbose, gpus,
+                              security, use_mps, supervision, lock)
+    finally:
+        os.close(lock)  # the supervisor keeps its own copy, and with it the lock
+
+
+def _start_claimed(mode: str, repository: Path, host: str, ports: Ports, state_dir: Path, timeout: float,
+                   image: str | None, log_verbose: int, gpus: str, security: Security | Callable[[], Security],
+                   use_mps: bool, supervision: Supervision, lock: int) -> str:
     if running(state_dir):
         raise LaunchError(f"a server started from {state_dir} is still running: "
                           f"stop it with ./start.sh --stop --state-dir {state_dir}")
@@ -236,6 +270,7 @@ def start(mode: str, repository: Path, host: str, ports: Ports, state_dir: Path,
     if busy:
         raise LaunchError(f"something already listens on {host} port(s) {', '.join(busy)}: stop it, or choose "
                           "other ports with --http-port/--grpc-port/--metrics-port")
+    security = security() if callable(security) else security
     for warning in security.exposure_warnings(host, ports.http, ports.grpc, ports.metrics):
         log.warning("warning: %s", warning)
     if mode in ("auto", "docker") and image is None:
@@ -247,18 +282,24 @@ def start(mode: str, repository: Path, host: str, ports: Ports, state_dir: Path,
         mode = "embedded" if reason else "docker"
         print(f"Mode auto: {mode}" + (f" ({reason})" if reason else ""))
     shm_prefix = process.new_shm_prefix()
+    if mode == "docker" and use_mps:
+        raise LaunchError("--mps starts MPS for the embedded server; for a container, run MPS on the host "
+                          "(docs/performance/gpu.md) and start without --mps")
+    door = _front_door(host, ports, state_dir)
+    inner = Ports(door.http, ports.grpc, door.metrics) if door else ports
     if mode == "docker":
-        if use_mps:
-            raise LaunchError("--mps starts MPS for the embedded server; for a container, run MPS on the host "
-                              "(docs/performance/gpu.md) and start without --mps")
-        return _start_docker(repository, host, ports, state_dir, timeout, image, gpus, security, shm_prefix)
+        return _start_docker(repository, host, ports, inner, door, state_dir, timeout, image, gpus, security, shm_prefix)
 
     log_file = state_dir / LOG_FILE
-    server_command = embedded.command(embedded.DEFAULT_HOME, repository, host, ports.http, ports.grpc,
-                                      ports.metrics, log_verbose, shm_prefix=shm_prefix, security=security)
+    server_command = embedded.command(embedded.DEFAULT_HOME, repository, host, inner.http, inner.grpc,
+                                      inner.metrics, log_verbose, shm_prefix=shm_prefix, security=security,
+                                      http_host=LOOPBACK)
     supervised = [sys.executable, "-m", "trtis.serving.supervisor", "run", "--state-file", str(state_dir / STATE_FILE),
-                  "--ready-url", _ready_url(host, ports.http), "--shm-prefix", shm_prefix,
-                  "--startup-timeout", str(timeout), "--", *server_command]
+                  "--ready-url", _ready_url(LOOPBACK, inner.http), "--shm-prefix", shm_prefix,
+                  "--metrics-url", f"http://{LOOPBACK}:{inner.metrics}/metrics", "--startup-timeout", str(timeout),
+                  *supervision.flags(),
+                  *(["--proxy-binary", str(door.nginx), "--proxy-conf", str(door.conf)] if door else []),
+                  "--", *server_command]
     environment = embedded.environment()
     if use_mps:
         try:
@@ -267,14 +308,16 @@ def start(mode: str, repository: Path, host: str, ports: Ports, state_dir: Path,
             raise LaunchError(str(error)) from error
     try:
         with open(log_file, "wb") as log_output:
-            keeper = subprocess.Popen(supervised, stdout=log_output, stderr=subprocess.STDOUT,
+            keeper = subprocess.Popen(supervised, stdout=log_output, stderr=subprocess.STDOUT, pass_fds=(lock,),
                                       stdin=subprocess.DEVNULL, env=environment, start_new_session=True)
     except OSError:
         mps.stop(state_dir)
         raise
     try:
-        wait_ready(host, ports.http, timeout, still_running=lambda: keeper.poll() is None)
+        wait_ready(LOOPBACK, inner.http, timeout, still_running=lambda: keeper.poll() is None)
         _wait_supervisor_ready(state_dir / STATE_FILE)
+        if door:  # readiness through the front door too: it is what clients reach
+            wait_ready(host, ports.http, 10, still_running=lambda: keeper.poll() is None)
     except LaunchError as error:
         stop(state_dir, after_failed_start=True)
         if keeper.poll() is None:  # it had not yet written its state file
@@ -297,18 +340,51 @@ def _wait_supervisor_ready(state_file: Path, timeout: float = 10) -> None:
         time.sleep(0.1)
 
 
-def _start_docker(repository: Path, host: str, ports: Ports, state_dir: Path, timeout: float, image: str,
-                  gpus: str, security: Security, shm_prefix: str) -> str:
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class _FrontDoor:
+    nginx: Path
+    conf: Path
+    http: int  # Triton's own HTTP and metrics ports, on loopback
+    metrics: int
+
+
+def _front_door(host: str, ports: Ports, state_dir: Path) -> _FrontDoor | None:
+    """nginx's configuration for these ports; None (HTTP and metrics on loopback, said once) without nginx."""
+    reason = front_door.unavailable_reason()
+    if reason:
+        log.warning("warning: %s, so HTTP and metrics listen on %s only and without the front door's limits "
+                    "(docs/security.md)", reason, LOOPBACK)
+        return None
+    nginx, http, metrics = front_door.binary(), free_port(), free_port()
+    conf = front_door.write(state_dir, front_door.configuration(host, ports.http, ports.metrics, http, metrics, state_dir))
+    try:
+        front_door.check(nginx, conf)
+    except front_door.FrontDoorError as error:
+        raise LaunchError(str(error)) from error
+    return _FrontDoor(nginx, conf, http, metrics)
+
+
+def _start_docker(repository: Path, host: str, ports: Ports, inner: Ports, door: _FrontDoor | None, state_dir: Path,
+                  timeout: float, image: str, gpus: str, security: Security, shm_prefix: str) -> str:
     reason = docker.unavailable_reason(image)
     if reason:
         raise LaunchError(f"Docker mode is not possible here: {reason}; use --mode embedded")
-    result = subprocess.run(docker.command(repository, host, ports.http, ports.grpc, ports.metrics, image,
+    result = subprocess.run(docker.command(repository, host, inner.http, inner.grpc, inner.metrics, image,
                                            gpus if gpus == "all" else f'"device={gpus}"', security=security,
-                                           shm_prefix=shm_prefix),
+                                           shm_prefix=shm_prefix, http_host=LOOPBACK),
                             capture_output=True, text=True)
     if result.returncode != 0:
         raise LaunchError(f"docker run failed: {result.stderr.strip()}")
     (state_dir / CONTAINER_FILE).write_text(result.stdout.strip())
+    if door:  # the container has its own supervisor; nginx, outside it, restarts its own workers
+        with open(state_dir / LOG_FILE, "ab") as log_output:
+            proxy = subprocess.Popen(front_door.command(door.nginx, door.conf), stdout=log_output,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        found = process.identify(proxy.pid)
+        (state_dir / STATE_FILE).write_text(json.dumps({"proxy": found.to_json() if found else None}))
     try:
         wait_ready(host, ports.http, timeout)
     except LaunchError as error:
@@ -376,14 +452,16 @@ class Server:
 def serve(repository: Path | str, *, host: str = "127.0.0.1", ports: Ports | Literal["free"] = "free",
           state_dir: Path | None = None, mode: str = "embedded", timeout: float = 300,
           log_verbose: int = 0, restricted: bool = False, inference_key: str | None = None,
-          grpc_tls: GrpcTls | None = None, use_mps: bool = False) -> Iterator[Server]:
+          grpc_tls: GrpcTls | None = None, use_mps: bool = False,
+          supervision: Supervision = Supervision()) -> Iterator[Server]:
     """Run a Triton server on ``repository`` for the duration of a ``with`` block.
 
     ``ports="free"`` picks three free ports, so servers can run side by side (tests, tuning
     sweeps). Without ``state_dir`` the state and log files go to a temporary folder. The admin APIs
     are open unless ``restricted`` (then ``Server.admin_headers`` holds the key they need, as
     ``start.sh`` locks them by default). Raises ``LaunchError`` with the end of the server's log
-    when it does not become ready. ``use_mps`` as ``start.sh --mps``.
+    when it does not become ready. ``use_mps`` as ``start.sh --mps``; ``supervision`` tunes the
+    supervisor's hang timeout and restart backoff.
     """
     chosen = Ports(free_port(_probe_host(host)), free_port(_probe_host(host)), free_port(_probe_host(host))) \
         if ports == "free" else ports
@@ -392,7 +470,7 @@ def serve(repository: Path | str, *, host: str = "127.0.0.1", ports: Ports | Lit
         security = Security(admin_key=key_file(state / ADMIN_KEY_FILE) if restricted else None,
                             inference_key=inference_key, grpc_tls=grpc_tls)
         started = start(mode, Path(repository), host, chosen, state, timeout, log_verbose=log_verbose, security=security,
-                        use_mps=use_mps)
+                        use_mps=use_mps, supervision=supervision)
         server = Server(Path(repository), host, chosen, state, started, security)
         try:
             yield server
@@ -431,6 +509,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpus", default="all", help="Docker mode: the GPUs the container sees (e.g. 0,1,2,3); the "
                         "models' instance groups say which of them each model uses")
     parser.add_argument("--log-verbose", type=int, default=0)
+    parser.add_argument("--hang-timeout", type=float, default=Supervision.hang_timeout_s,
+                        help="restart the server when a model has had requests waiting this many seconds and "
+                             "finished none (a hung backend process); default %(default)s")
+    parser.add_argument("--max-restart-backoff", type=float, default=Supervision.max_backoff_s,
+                        help="the longest wait between two restarts after repeated faults (the supervisor never "
+                             "gives up); default %(default)s")
     parser.add_argument("--mps", action="store_true", help="GPU hosts: run the model instances under CUDA MPS (their "
                         "own control daemon, stopped with the server), so their GPU work runs side by side")
     locks = parser.add_argument_group("access (docs/security.md)")
@@ -461,10 +545,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.restart and stop(args.state_dir):
             print("Stopped the running server.")
-        security = _security(args)
+        security = functools.cache(lambda: _security(args))  # its key files are made once the start is not refused
         ports = Ports(args.http_port, args.grpc_port, args.metrics_port)
         mode = start(args.mode, args.model_repository, args.host, ports, args.state_dir, args.timeout,
-                     args.image, args.log_verbose, args.gpus, security=security, use_mps=args.mps)
+                     args.image, args.log_verbose, args.gpus, use_mps=args.mps, security=security,
+                     supervision=Supervision(args.hang_timeout, args.max_restart_backoff))
+        security = security()
     except (LaunchError, SecurityError, embedded.EmbeddedServerError) as error:
         print(f"start.sh: {error}", file=sys.stderr)
         return 1

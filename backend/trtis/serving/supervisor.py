@@ -1,4 +1,4 @@
-"""The server's keeper: restarts tritonserver cleanly when one of its backend processes dies.
+"""The server's keeper: restarts tritonserver cleanly when one of its backend processes dies or hangs.
 
 Each model instance of a Python-based backend runs in a ``triton_python_backend_stub`` process.
 When one dies (``kill -9``, the OOM killer), Triton 2.51 neither restarts it nor says so: it keeps
@@ -11,7 +11,16 @@ in flight, every stub of that server killed, its shared memory removed, the same
 again. While it does, the server is down or shutting down, so readiness says no; requests in
 flight get an error, none hangs. docs/security.md has the measured recovery times.
 
-    python -m trtis.serving.supervisor run --state-file F --ready-url URL --shm-prefix P -- tritonserver ...
+It never gives up: after a few quick restarts within ten minutes, each further one waits twice as
+long as the last, up to a cap (``RestartPolicy``), and the state file says so while it waits. A
+backend process that is stopped (SIGSTOP, a debugger) counts as dead within a second; one that is
+alive but answers nothing counts as hung once a model has requests waiting and has finished none
+of them for ``--hang-timeout`` seconds (Triton's own counters at the metrics URL, so a busy server
+is never taken for a hung one). With ``--proxy-conf`` it also keeps the HTTP front door (nginx,
+``trtis.serving.front_door``) running, restarting it alone when it exits.
+
+    python -m trtis.serving.supervisor run --state-file F --ready-url URL --shm-prefix P [--metrics-url URL]
+        [--proxy-binary NGINX --proxy-conf CONF] -- tritonserver ...
     python -m trtis.serving.supervisor probe --ready-url URL [--state-file F]   # a health command
 
 The launcher runs ``run`` for the embedded server; the Docker image runs it as the container's
@@ -24,6 +33,8 @@ import argparse
 import json
 import logging
 import os
+import re
+import resource
 import signal
 import subprocess
 import sys
@@ -32,16 +43,36 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 
-from trtis.serving import process
+from trtis.serving import front_door, process
 
 log = logging.getLogger("trtis.supervisor")
 
 POLL_S = 0.5           # how often the stubs are looked at
 RESTART_GRACE_S = 3.0  # what requests in flight get to finish before a broken server is killed
-MAX_RESTARTS = 5       # within RESTART_WINDOW_S; past that the supervisor gives up and stops
-RESTART_WINDOW_S = 600.0
+STOPPED_GRACE_S = 1.0  # how long a backend process may stay stopped before it counts as dead
+HANG_TIMEOUT_S = 120.0  # no request finished while some wait: the default, long enough for a slow first batch
+# Triton's HTTP threads parse a request's JSON recursively: a thread stack of 64 MB (Triton's own
+# deployment guide gives Docker --ulimit stack=67108864) holds any JSON the front door lets through.
+STACK_BYTES = 64 << 20
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """How long to wait before a restart: nothing for the first ``free`` within ``window_s``, then
+    ``first_s``, doubling each time, up to ``max_s``. It never stops trying."""
+
+    free: int = 3
+    window_s: float = 600.0
+    first_s: float = 1.0
+    max_s: float = 30.0
+
+    def delay(self, recent: int) -> float:
+        """The wait before the restart that makes ``recent`` failures within the window."""
+        beyond = recent - self.free
+        return 0.0 if beyond <= 0 else min(self.max_s, self.first_s * 2 ** (beyond - 1))
 
 
 def ready(url: str, timeout: float = 2.0) -> bool:
@@ -65,15 +96,44 @@ def _write_state(path: Path, state: dict) -> None:
     os.replace(scratch, path)
 
 
+@dataclass(frozen=True)
+class Supervision:
+    """What an operator may tune (``start.sh --hang-timeout``, ``--max-restart-backoff``)."""
+
+    hang_timeout_s: float = HANG_TIMEOUT_S
+    max_backoff_s: float = RestartPolicy.max_s
+
+    def flags(self) -> list[str]:
+        """The ``run`` command's flags for these settings."""
+        return ["--hang-timeout", str(self.hang_timeout_s), "--max-backoff", str(self.max_backoff_s)]
+
+
+@dataclass(frozen=True)
+class Watch:
+    """What the supervisor runs and looks at; ``proxy`` is nginx's binary and configuration, or None."""
+
+    command: list[str]
+    ready_url: str
+    state_file: Path
+    shm_prefix: str
+    startup_timeout: float = 300
+    stop_timeout: float = 20
+    metrics_url: str | None = None
+    hang_timeout: float = HANG_TIMEOUT_S
+    proxy: tuple[Path, Path] | None = None
+    restarts: RestartPolicy = RestartPolicy()
+
+
 class Supervisor:
-    def __init__(self, command: list[str], ready_url: str, state_file: Path, shm_prefix: str,
-                 startup_timeout: float, stop_timeout: float):
-        self.command, self.ready_url, self.shm_prefix = command, ready_url, shm_prefix
-        self.state_file, self.startup_timeout, self.stop_timeout = Path(state_file), startup_timeout, stop_timeout
+    def __init__(self, watch: Watch):
+        self.watch = watch
+        self.command, self.ready_url, self.shm_prefix = watch.command, watch.ready_url, watch.shm_prefix
+        self.state_file, self.startup_timeout, self.stop_timeout = Path(watch.state_file), watch.startup_timeout, watch.stop_timeout
         self.server: subprocess.Popen | None = None
+        self.proxy: subprocess.Popen | None = None
         self.stopping = threading.Event()
-        self.state = {"supervisor": process.identify(os.getpid()).to_json(), "server": None,
-                      "shm_prefix": shm_prefix, "ready_url": ready_url, "status": "starting",
+        self.state = {"supervisor": process.identify(os.getpid()).to_json(), "server": None, "proxy": None,
+                      "shm_prefix": watch.shm_prefix, "ready_url": watch.ready_url, "status": "starting",
                       "restarts": 0, "recoveries": []}
 
     def _update(self, **changes) -> None:
@@ -89,6 +149,7 @@ class Supervisor:
             signal.signal(sig, self._stop_signal)
         restarts: deque[float] = deque()
         failed_at = None
+        self._keep_proxy()
         while True:
             self._launch()
             cause = self._wait_ready()
@@ -107,26 +168,45 @@ class Supervisor:
                 return self._shut_down("failed", self.stop_timeout, code=1)
             failed_at = time.monotonic()
             restarts.append(failed_at)
-            while restarts and restarts[0] < failed_at - RESTART_WINDOW_S:
+            while restarts and restarts[0] < failed_at - self.watch.restarts.window_s:
                 restarts.popleft()
-            if len(restarts) > MAX_RESTARTS:
-                log.error("%s; %d restarts in %.0f s: giving up", cause, len(restarts) - 1, RESTART_WINDOW_S)
-                return self._shut_down("failed", RESTART_GRACE_S, code=1)
-            log.error("%s: restarting the server", cause)
-            self._update(status="restarting", restarts=self.state["restarts"] + 1, last_failure=cause)
+            delay = self.watch.restarts.delay(len(restarts))
+            log.error("%s: restarting the server%s (%d failure(s) within %.0f s)", cause,
+                      f" in {delay:.0f} s" if delay else "", len(restarts), self.watch.restarts.window_s)
+            self._update(status="restarting", restarts=self.state["restarts"] + 1, last_failure=cause,
+                         restart_at=time.time() + delay)
             self._end_server(RESTART_GRACE_S)
+            deadline = time.monotonic() + delay
+            while not self.stopping.is_set() and time.monotonic() < deadline:
+                self._keep_proxy()
+                self.stopping.wait(min(POLL_S, max(0.0, deadline - time.monotonic())))
+            if self.stopping.is_set():
+                break
         return self._shut_down("stopped", self.stop_timeout, code=0)
 
     def _launch(self) -> None:
-        self.server = subprocess.Popen(self.command, stdin=subprocess.DEVNULL)
+        self.server = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, preexec_fn=_large_stack)
         found = process.identify(self.server.pid)  # None when it died at once: _wait_ready says so
         self._update(server=found.to_json() if found else None)
+
+    def _keep_proxy(self) -> None:
+        """Start the front door, or start it again when it exited (Triton keeps running meanwhile)."""
+        if self.watch.proxy is None or (self.proxy is not None and self.proxy.poll() is None):
+            return
+        if self.proxy is not None:
+            log.error("the HTTP front door (nginx pid %d) exited with code %s: starting it again",
+                      self.proxy.pid, self.proxy.returncode)
+            self.stopping.wait(POLL_S)  # one that dies at once is not restarted in a tight loop
+        self.proxy = subprocess.Popen(front_door.command(*self.watch.proxy), stdin=subprocess.DEVNULL)
+        found = process.identify(self.proxy.pid)
+        self._update(proxy=found.to_json() if found else None)
 
     def _wait_ready(self) -> str | None:
         """None once ready; else why not."""
         deadline = time.monotonic() + self.startup_timeout
         while not self.stopping.is_set():
             self._reap_orphans()
+            self._keep_proxy()
             if self.server.poll() is not None:
                 return f"tritonserver exited with code {self.server.returncode} while starting"
             if ready(self.ready_url):
@@ -139,14 +219,27 @@ class Supervisor:
     def _watch(self) -> str | None:
         """Block until the server or a stub of it dies (returns what happened) or a stop is asked (None)."""
         instances = process.stubs(self.shm_prefix)  # a dead stub's command line is gone: name them now
+        stopped_since: dict[int, float] = {}
+        progress = Progress(self.watch.metrics_url, self.watch.hang_timeout) if self.watch.metrics_url else None
         while not self.stopping.wait(POLL_S):
             self._reap_orphans()
+            self._keep_proxy()
             if self.server.poll() is not None:
                 return f"tritonserver (pid {self.server.pid}) exited with code {self.server.returncode}"
             dead = process.dead_stubs(self.server.pid)
             if dead:
                 names = ", ".join(f"{instances.get(pid, 'of an unknown instance')} (pid {pid})" for pid in dead)
                 return f"the backend process {names} of tritonserver pid {self.server.pid} died"
+            now = time.monotonic()
+            stopped = [pid for pid in [self.server.pid, *instances] if process.state(pid) in ("T", "t")]
+            stopped_since = {pid: stopped_since.get(pid, now) for pid in stopped}
+            long_stopped = [pid for pid, since in stopped_since.items() if now - since >= STOPPED_GRACE_S]
+            if long_stopped:
+                names = ", ".join(f"{instances.get(pid, 'tritonserver')} (pid {pid})" for pid in long_stopped)
+                return f"{names} stopped (SIGSTOP or a debugger) and answers nothing"
+            hung = progress.hung() if progress is not None else None
+            if hung:
+                return hung
             if len(instances) < len(process.children(self.server.pid)):
                 instances = process.stubs(self.shm_prefix)
         return None
@@ -181,6 +274,13 @@ class Supervisor:
     def _shut_down(self, status: str, grace: float, code: int) -> int:
         self._update(status="stopping")
         self._end_server(grace)
+        if self.proxy is not None and self.proxy.poll() is None:
+            self.proxy.terminate()
+            try:
+                self.proxy.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proxy.kill()
+                self.proxy.wait()
         if code == 0:
             self.state_file.unlink(missing_ok=True)
         else:
@@ -188,14 +288,76 @@ class Supervisor:
         return code
 
 
+def _large_stack() -> None:
+    """In the server's process before it runs: thread stacks of STACK_BYTES (glibc sizes every
+    thread's stack from this limit), within the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_STACK)
+    wanted = STACK_BYTES if hard == resource.RLIM_INFINITY else min(STACK_BYTES, hard)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_STACK, (wanted, hard))
+
+
+# Triton's per-model counters at /metrics: what waits, and what has finished.
+_COUNTER = re.compile(r'^nv_inference_(pending_request_count|exec_count|request_success|request_failure)'
+                      r'\{(?P<labels>[^}]*)\} (?P<value>\S+)$', re.M)
+_MODEL = re.compile(r'model="(?P<model>[^"]*)",?.*version="(?P<version>[^"]*)"')
+
+
+class Progress:
+    """Whether a model has had requests waiting for ``timeout`` seconds while none of its requests
+    finished (ok or not): a backend process alive but deadlocked. A busy model finishes requests."""
+
+    def __init__(self, metrics_url: str, timeout: float):
+        self.metrics_url, self.timeout = metrics_url, timeout
+        self.waiting_since: dict[str, tuple[float, tuple]] = {}
+
+    def counters(self) -> dict[str, dict[str, float]] | None:
+        try:
+            with urllib.request.urlopen(self.metrics_url, timeout=2) as response:
+                text = response.read().decode(errors="replace")
+        except (urllib.error.URLError, OSError):
+            return None
+        found: dict[str, dict[str, float]] = {}
+        for line in _COUNTER.finditer(text):
+            model = _MODEL.search(line["labels"])
+            if model:
+                counters = found.setdefault(f"{model['model']} version {model['version']}", {})
+                counters[line[1]] = counters.get(line[1], 0.0) + float(line["value"])
+        return found
+
+    def hung(self) -> str | None:
+        now, counters = time.monotonic(), self.counters()
+        if counters is None:
+            return None  # the metrics port not answering is no sign of a hung model
+        for model, values in counters.items():
+            finished = (values.get("exec_count"), values.get("request_success"), values.get("request_failure"))
+            if values.get("pending_request_count", 0) <= 0:
+                self.waiting_since.pop(model, None)
+                continue
+            since, seen = self.waiting_since.get(model, (now, finished))
+            if seen != finished:
+                since = now
+            self.waiting_since[model] = (since, finished)
+            if now - since >= self.timeout:
+                return (f"model {model} has had requests waiting for {now - since:.0f} s and finished none "
+                        "(a backend process of it hangs)")
+        return None
+
+
 def probe(ready_url: str, state_file: Path | None = None) -> str | None:
     """Why the server is not healthy, or None: it answers ready and none of its stubs is dead.
 
     With a state file, the server is the one recorded there; without one (inside a container),
     every tritonserver process this machine shows."""
+    state = read_state(state_file) if state_file is not None else None
+    if state is not None and state.get("supervisor") and not process.ProcessId.from_json(state["supervisor"]).alive():
+        return (f"the supervisor (pid {state['supervisor']['pid']}) is not running, so nothing restarts the server "
+                "after a fault: ./start.sh --restart")
+    if state is not None and state.get("status") == "restarting":
+        wait = max(0.0, float(state.get("restart_at", 0)) - time.time())
+        return f"the supervisor is restarting the server{f' in {wait:.0f} s' if wait >= 1 else ''}: {state.get('last_failure', '')}"
     if not ready(ready_url):
         return f"the server does not answer ready at {ready_url}"
-    state = read_state(state_file) if state_file is not None else None
     if state is not None and state.get("status") != "ready":
         return f"the supervisor reports {state.get('status')}: {state.get('last_failure', '')}".rstrip(": ")
     if state is not None and state.get("server"):
@@ -218,6 +380,13 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--shm-prefix", required=True, help="the server's --backend-config python shm-region-prefix-name")
     run.add_argument("--startup-timeout", type=float, default=300)
     run.add_argument("--stop-timeout", type=float, default=20)
+    run.add_argument("--metrics-url", help="the server's /metrics URL: hung models are seen from its counters")
+    run.add_argument("--hang-timeout", type=float, default=HANG_TIMEOUT_S,
+                     help="seconds a model may have requests waiting and finish none before the server is restarted")
+    run.add_argument("--max-backoff", type=float, default=RestartPolicy.max_s,
+                     help="the longest wait between two restarts (it doubles from 1 s after three quick ones)")
+    run.add_argument("--proxy-binary", type=Path, help="nginx, the HTTP front door kept running beside the server")
+    run.add_argument("--proxy-conf", type=Path, help="its configuration (trtis.serving.front_door)")
     run.add_argument("server_command", nargs=argparse.REMAINDER)
     check = commands.add_parser("probe", help="exit 0 when the server is ready and every backend process alive")
     check.add_argument("--ready-url", default="http://127.0.0.1:8000/v2/health/ready")
@@ -233,8 +402,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("run needs the server's command after --")
     if not process.SHM_PREFIX.fullmatch(args.shm_prefix):
         parser.error(f"--shm-prefix {args.shm_prefix!r}: a server's own prefix is trtis_ and 8 hex digits")
-    return Supervisor(command, args.ready_url, args.state_file, args.shm_prefix, args.startup_timeout,
-                      args.stop_timeout).run()
+    if (args.proxy_binary is None) != (args.proxy_conf is None):
+        parser.error("--proxy-binary and --proxy-conf go together")
+    return Supervisor(Watch(command, args.ready_url, args.state_file, args.shm_prefix, args.startup_timeout,
+                            args.stop_timeout, args.metrics_url, args.hang_timeout,
+                            (args.proxy_binary, args.proxy_conf) if args.proxy_binary else None,
+                            RestartPolicy(max_s=args.max_backoff))).run()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,204 @@
+"""The HTTP front door: nginx in front of Triton's HTTP and metrics ports.
+
+Triton 2.51's HTTP server has no body limit, and its parser overflows a thread's stack on some
+bodies: a 4 MiB POST sent as ``application/x-www-form-urlencoded`` (curl's default) or a JSON
+request nested 150,000 deep kills the whole server (docs/security.md has the measurements).
+Triton's own deployment guide puts a reverse proxy in front; this module writes that proxy's
+configuration. nginx was chosen over Envoy because every Linux distribution packages it (install.sh
+unpacks the distribution's own build into the venv, no root, no service), its limits are plain
+directives, and it buffers whole bodies before Triton sees a byte. Clients reach nginx on the
+documented ports; Triton listens on loopback ports of its own. gRPC stays direct: its framing
+has a length prefix and its parser no such crash (docs/security.md).
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+# The error log goes to stderr (``-e``), which needs nginx 1.19.5.
+MINIMUM_VERSION = (1, 19, 5)
+# The JSON Triton parses (a whole JSON request, or the JSON header of a binary one) is at most
+# this many bytes: nesting under it stays within the server's 64 MB thread stacks (embedded.STACK_BYTES).
+JSON_DIGITS = 6
+JSON_LIMIT = 10 ** JSON_DIGITS - 1
+
+
+class FrontDoorError(RuntimeError):
+    """nginx is missing or refuses its configuration."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the front door lets through; docs/security.md explains each."""
+
+    max_body_mb: int = 64           # a whole request body, image bytes included
+    header_timeout_s: int = 10      # to send the request line and headers
+    body_timeout_s: int = 30        # between two reads of the body
+    inference_timeout_s: int = 300  # for the server's answer
+    connections_per_client: int = 256
+
+
+def binary() -> Path | None:
+    """``$TRTIS_NGINX`` (empty: none), else the nginx install.sh unpacked into this environment, else
+    the one on PATH."""
+    if "TRTIS_NGINX" in os.environ:
+        return Path(os.environ["TRTIS_NGINX"]) if os.environ["TRTIS_NGINX"] else None
+    unpacked = Path(sys.prefix) / "nginx" / "usr" / "sbin" / "nginx"
+    if unpacked.is_file():
+        return unpacked
+    found = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).is_file()), None)
+    return Path(found) if found else None
+
+
+def version(nginx: Path) -> tuple[int, ...]:
+    shown = subprocess.run([str(nginx), "-v"], capture_output=True, text=True).stderr
+    found = re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", shown)
+    if found is None:
+        raise FrontDoorError(f"{nginx} -v printed no version: {shown.strip()!r}")
+    return tuple(int(part) for part in found.groups())
+
+
+def unavailable_reason() -> str | None:
+    """Why the front door cannot run here, or None."""
+    nginx = binary()
+    if nginx is None:
+        return "nginx is not installed (./install.sh unpacks it; or apt-get install nginx)"
+    if not nginx.is_file():
+        return f"{nginx} does not exist"
+    if version(nginx) < MINIMUM_VERSION:
+        return f"{nginx} is nginx {'.'.join(map(str, version(nginx)))}; the front door needs 1.19.5 or newer"
+    return None
+
+
+def _listen(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def configuration(host: str, http_port: int, metrics_port: int, triton_http: int, triton_metrics: int,
+                  state_dir: Path, limits: Limits = Limits()) -> str:
+    """nginx's configuration: ``host:http_port`` proxies to Triton's HTTP on 127.0.0.1:``triton_http``,
+    ``host:metrics_port`` to its metrics (GET only)."""
+    scratch = Path(state_dir).resolve() / "nginx"
+    refusal = 'return {code} \'{{"error":"{text}"}}\';'
+    return f"""\
+# Written by trtis.serving.front_door for one server; rewritten at each start.
+daemon off;
+worker_processes auto;
+pid {scratch / 'nginx.pid'};
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    server_tokens off;
+    default_type application/json;  # of the refusals below: Triton's own answers keep their type
+    client_body_temp_path {scratch / 'body'};
+    proxy_temp_path {scratch / 'proxy'};
+    fastcgi_temp_path {scratch / 'fastcgi'};
+    uwsgi_temp_path {scratch / 'uwsgi'};
+    scgi_temp_path {scratch / 'scgi'};
+
+    client_max_body_size {limits.max_body_mb}m;
+    client_body_buffer_size 1m;
+    client_header_buffer_size 4k;
+    large_client_header_buffers 4 16k;
+    client_header_timeout {limits.header_timeout_s}s;
+    client_body_timeout {limits.body_timeout_s}s;
+    send_timeout {limits.body_timeout_s}s;
+    keepalive_timeout 65s;
+    keepalive_requests 10000;
+    limit_conn_zone $binary_remote_addr zone=per_client:4m;
+    limit_conn per_client {limits.connections_per_client};
+    limit_conn_status 429;
+
+    # Triton's parser: bodies of other types crash it (form data), compressed ones expand inside it.
+    map $http_content_type $refused_type {{
+        default 1;
+        "" 0;
+        "~*^application/(json|octet-stream)\\s*(;.*)?$" 0;
+    }}
+    map $http_content_encoding $refused_encoding {{ default 1; "" 0; identity 0; }}
+    # The JSON Triton parses: the header of a binary request (its Inference-Header-Content-Length),
+    # else the whole body; a bodiless GET or HEAD has none.
+    map "$request_method|$http_inference_header_content_length|$content_length" $refused_json {{
+        default 1;
+        "~^(GET|HEAD)\\|\\|$" 0;
+        "~^[A-Z]+\\|[0-9]{{1,{JSON_DIGITS}}}\\|[0-9]+$" 0;
+        "~^[A-Z]+\\|[0-9]{{1,{JSON_DIGITS}}}\\|$" 0;
+        "~^[A-Z]+\\|\\|[0-9]{{1,{JSON_DIGITS}}}$" 0;
+    }}
+
+    upstream triton_http {{ server 127.0.0.1:{triton_http}; keepalive 64; }}
+    upstream triton_metrics {{ server 127.0.0.1:{triton_metrics}; keepalive 4; }}
+
+    server {{
+        listen {_listen(host, http_port)};
+        # A NUL in a model or tensor name would be cut by Triton, serving another model.
+        if ($request_uri ~ "%00") {{ {refusal.format(code=400, text="a NUL byte in the URL")} }}
+        if ($refused_type) {{
+            {refusal.format(code=415, text="Content-Type must be application/json or application/octet-stream "
+                                                "(with curl: -H Content-Type:application/octet-stream)")}
+        }}
+        if ($refused_encoding) {{ {refusal.format(code=415, text="compressed request bodies are not accepted")} }}
+        if ($refused_json) {{
+            {refusal.format(code=413, text=f"the JSON of a request (the whole body, or the part that the binary "
+                                                f"extension header Inference-Header-Content-Length gives) needs a length "
+                                                f"of at most {JSON_LIMIT} bytes: send tensors as binary data")}
+        }}
+        error_page 413 = @too_large;
+        location @too_large {{
+            {refusal.format(code=413, text=f"the request body is over {limits.max_body_mb} MB")}
+        }}
+        # Triton not answering: its supervisor is restarting it (./start.sh --health says why).
+        error_page 502 = @restarting;
+        location @restarting {{
+            add_header Retry-After 5 always;
+            {refusal.format(code=503, text="the server is not answering now (restarting after a fault?): try again")}
+        }}
+        location / {{
+            proxy_pass http://triton_http;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_request_buffering on;
+            proxy_connect_timeout 5s;
+            proxy_send_timeout {limits.body_timeout_s}s;
+            proxy_read_timeout {limits.inference_timeout_s}s;
+        }}
+    }}
+    server {{
+        listen {_listen(host, metrics_port)};
+        client_max_body_size 1k;
+        location / {{
+            limit_except GET {{ deny all; }}
+            proxy_pass http://triton_metrics;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+
+
+def write(state_dir: Path, text: str) -> Path:
+    """Write the configuration and nginx's scratch folders into the state folder; returns the file."""
+    scratch = Path(state_dir).resolve() / "nginx"
+    for folder in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (scratch / folder).mkdir(parents=True, exist_ok=True)
+    path = scratch / "nginx.conf"
+    path.write_text(text)
+    return path
+
+
+def command(nginx: Path, conf: Path) -> list[str]:
+    """nginx in the foreground, its errors on stderr (the server's log), checked before it starts."""
+    return [str(nginx), "-e", "stderr", "-p", str(conf.parent), "-c", str(conf)]
+
+
+def check(nginx: Path, conf: Path) -> None:
+    """Raise with nginx's own words when it refuses the configuration."""
+    result = subprocess.run([*command(nginx, conf), "-t", "-q"], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise FrontDoorError(f"nginx refused {conf}: {result.stderr.strip()}")
