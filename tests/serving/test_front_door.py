@@ -34,6 +34,9 @@ HOSTILE = {
                                                    {"Inference-Header-Content-Length": str(2_000_002)}, 413),
     "10 MB of octet-stream without a JSON header": ("/v2/health/live", bytes(10 * MiB),
                                                     {"Content-Type": "application/octet-stream"}, 413),
+    "deep JSON to generate with a binary header it ignores": ("/v2/models/echo/generate", nested(1_000_000),
+                                                               {"Inference-Header-Content-Length": "1"}, 413),
+    "a | in the URL": ("/v2/models/echo|1|9/infer", b"{}", {}, 400),
     "a chunked body without a length": ("/v2/models/echo/infer", iter([b"{}"]), {"Transfer-Encoding": "chunked"}, 413),
     # Triton 2.51 answers a parse error with 500, and the door cannot tell that 500 from the others.
     "malformed JSON": ("/v2/models/echo/infer", b'{"inputs": [', {"Content-Type": "application/json"}, 500),
@@ -102,6 +105,15 @@ def test_triton_behind_the_door_holds_the_deepest_json_the_door_lets_through(ser
     status, answer = post(triton_port(server), "/v2/models/echo/infer", nested(depth), {"Content-Type": "application/json"})
     assert status == 400, answer[:300]
     assert launcher._state(server.state_dir)["restarts"] == 0
+
+
+def test_a_bodiless_post_passes(server):
+    """curl -X POST sends neither a length nor chunks: the repository index answers."""
+    with socket.create_connection(("127.0.0.1", server.ports.http), timeout=10) as connection:
+        connection.sendall(b"POST /v2/repository/index HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = connection.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+    assert b'"echo"' in answer
 
 
 def test_headers_over_the_limit_are_refused(server):

@@ -70,13 +70,20 @@ def unavailable_reason() -> str | None:
         return "nginx is not installed (./install.sh unpacks it; or apt-get install nginx)"
     if not nginx.is_file():
         return f"{nginx} does not exist"
-    if version(nginx) < MINIMUM_VERSION:
-        return f"{nginx} is nginx {'.'.join(map(str, version(nginx)))}; the front door needs 1.19.5 or newer"
+    try:
+        found = version(nginx)
+    except (FrontDoorError, OSError) as error:
+        return str(error)
+    if found < MINIMUM_VERSION:
+        return f"{nginx} is nginx {'.'.join(map(str, found))}; the front door needs 1.19.5 or newer"
     return None
 
 
 def _listen(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    """nginx's listen address: ``::`` takes IPv4 clients too, as Triton's own gRPC port does."""
+    if ":" in host:
+        return f"[{host}]:{port}" + (" ipv6only=off" if host == "::" else "")
+    return f"{host or '0.0.0.0'}:{port}"
 
 
 def configuration(host: str, http_port: int, metrics_port: int, triton_http: int, triton_metrics: int,
@@ -89,17 +96,17 @@ def configuration(host: str, http_port: int, metrics_port: int, triton_http: int
 # Written by trtis.serving.front_door for one server; rewritten at each start.
 daemon off;
 worker_processes auto;
-pid {scratch / 'nginx.pid'};
+pid "{scratch / 'nginx.pid'}";
 events {{ worker_connections 4096; }}
 http {{
     access_log off;
     server_tokens off;
     default_type application/json;  # of the refusals below: Triton's own answers keep their type
-    client_body_temp_path {scratch / 'body'};
-    proxy_temp_path {scratch / 'proxy'};
-    fastcgi_temp_path {scratch / 'fastcgi'};
-    uwsgi_temp_path {scratch / 'uwsgi'};
-    scgi_temp_path {scratch / 'scgi'};
+    client_body_temp_path "{scratch / 'body'}";
+    proxy_temp_path "{scratch / 'proxy'}";
+    fastcgi_temp_path "{scratch / 'fastcgi'}";
+    uwsgi_temp_path "{scratch / 'uwsgi'}";
+    scgi_temp_path "{scratch / 'scgi'}";
 
     client_max_body_size {limits.max_body_mb}m;
     client_body_buffer_size 1m;
@@ -121,23 +128,26 @@ http {{
         "~*^application/(json|octet-stream)\\s*(;.*)?$" 0;
     }}
     map $http_content_encoding $refused_encoding {{ default 1; "" 0; identity 0; }}
-    # The JSON Triton parses: the header of a binary request (its Inference-Header-Content-Length),
-    # else the whole body; a bodiless GET or HEAD has none.
-    map "$request_method|$http_inference_header_content_length|$content_length" $refused_json {{
+    # The JSON Triton parses: on an /infer URL the binary extension's Inference-Header-Content-Length
+    # (only /infer reads it: generate and the admin APIs parse the whole body), else the whole body.
+    # A request with neither a length nor chunks has no body.
+    map "$uri|$http_inference_header_content_length|$content_length|$http_transfer_encoding" $refused_json {{
         default 1;
-        "~^(GET|HEAD)\\|\\|$" 0;
-        "~^[A-Z]+\\|[0-9]{{1,{JSON_DIGITS}}}\\|[0-9]+$" 0;
-        "~^[A-Z]+\\|[0-9]{{1,{JSON_DIGITS}}}\\|$" 0;
-        "~^[A-Z]+\\|\\|[0-9]{{1,{JSON_DIGITS}}}$" 0;
+        "~^[^|]*\\|\\|\\|$" 0;
+        "~^[^|]*\\|\\|[0-9]{{1,{JSON_DIGITS}}}\\|$" 0;
+        "~^/v2/models/[^/|]+(/versions/[0-9]+)?/infer\\|[0-9]{{1,{JSON_DIGITS}}}\\|[0-9]*\\|" 0;
     }}
 
-    upstream triton_http {{ server 127.0.0.1:{triton_http}; keepalive 64; }}
-    upstream triton_metrics {{ server 127.0.0.1:{triton_metrics}; keepalive 4; }}
+    # Pooled connections close after 5 s idle: Triton's own shutdown waits for open ones.
+    upstream triton_http {{ server 127.0.0.1:{triton_http}; keepalive 64; keepalive_timeout 5s; }}
+    upstream triton_metrics {{ server 127.0.0.1:{triton_metrics}; keepalive 4; keepalive_timeout 5s; }}
 
     server {{
         listen {_listen(host, http_port)};
         # A NUL in a model or tensor name would be cut by Triton, serving another model.
         if ($request_uri ~ "%00") {{ {refusal.format(code=400, text="a NUL byte in the URL")} }}
+        # A | would let a URL stand in for the headers the JSON limit reads (the map's key joins them with |).
+        if ($uri ~ "\\|") {{ {refusal.format(code=400, text="a | in the URL")} }}
         if ($refused_type) {{
             {refusal.format(code=415, text="Content-Type must be application/json or application/octet-stream "
                                                 "(with curl: -H Content-Type:application/octet-stream)")}

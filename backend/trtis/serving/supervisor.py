@@ -53,6 +53,7 @@ log = logging.getLogger("trtis.supervisor")
 POLL_S = 0.5           # how often the stubs are looked at
 RESTART_GRACE_S = 3.0  # what requests in flight get to finish before a broken server is killed
 STOPPED_GRACE_S = 1.0  # how long a backend process may stay stopped before it counts as dead
+METRICS_EVERY_S = 2.0  # how often Triton's counters are read for a hang (a read may take a moment)
 HANG_TIMEOUT_S = 120.0  # no request finished while some wait: the default, long enough for a slow first batch
 # Triton's HTTP threads parse a request's JSON recursively: a thread stack of 64 MB (Triton's own
 # deployment guide gives Docker --ulimit stack=67108864) holds any JSON the front door lets through.
@@ -273,14 +274,15 @@ class Supervisor:
 
     def _shut_down(self, status: str, grace: float, code: int) -> int:
         self._update(status="stopping")
-        self._end_server(grace)
+        # The front door first: Triton's shutdown waits for every open HTTP connection, nginx's pooled ones too.
         if self.proxy is not None and self.proxy.poll() is None:
-            self.proxy.terminate()
+            self.proxy.send_signal(signal.SIGQUIT)  # nginx's graceful stop: requests in flight finish
             try:
                 self.proxy.wait(5)
             except subprocess.TimeoutExpired:
                 self.proxy.kill()
                 self.proxy.wait()
+        self._end_server(grace)
         if code == 0:
             self.state_file.unlink(missing_ok=True)
         else:
@@ -290,11 +292,9 @@ class Supervisor:
 
 def _large_stack() -> None:
     """In the server's process before it runs: thread stacks of STACK_BYTES (glibc sizes every
-    thread's stack from this limit), within the hard limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_STACK)
-    wanted = STACK_BYTES if hard == resource.RLIM_INFINITY else min(STACK_BYTES, hard)
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        resource.setrlimit(resource.RLIMIT_STACK, (wanted, hard))
+    thread's stack from this limit, and takes 2 MB when it is unlimited), within the hard limit."""
+    _, hard = resource.getrlimit(resource.RLIMIT_STACK)
+    resource.setrlimit(resource.RLIMIT_STACK, (STACK_BYTES if hard == resource.RLIM_INFINITY else min(STACK_BYTES, hard), hard))
 
 
 # Triton's per-model counters at /metrics: what waits, and what has finished.
@@ -308,7 +308,7 @@ class Progress:
     finished (ok or not): a backend process alive but deadlocked. A busy model finishes requests."""
 
     def __init__(self, metrics_url: str, timeout: float):
-        self.metrics_url, self.timeout = metrics_url, timeout
+        self.metrics_url, self.timeout, self.read_at = metrics_url, timeout, float("-inf")
         self.waiting_since: dict[str, tuple[float, tuple]] = {}
 
     def counters(self) -> dict[str, dict[str, float]] | None:
@@ -326,7 +326,10 @@ class Progress:
         return found
 
     def hung(self) -> str | None:
-        now, counters = time.monotonic(), self.counters()
+        now = time.monotonic()
+        if now - self.read_at < METRICS_EVERY_S:
+            return None
+        self.read_at, counters = now, self.counters()
         if counters is None:
             return None  # the metrics port not answering is no sign of a hung model
         for model, values in counters.items():
