@@ -110,4 +110,5 @@ def test_convert_sh_is_quiet_unless_verbose_and_its_table_lines_up(tmp_path):
     verbose = subprocess.run([*common, "--output", str(tmp_path / "verbose"), "--verbose"], capture_output=True,
                              text=True, timeout=600)
     assert verbose.returncode == 0, verbose.stderr[-3000:]
-    assert "oneDNN custom operations" in verbose.stderr and "pre-processing before quantization" in verbose.stderr
+    # TensorFlow's absl INFO lines (its oneDNN notice appears only on some CPUs) and the quantization hint.
+    assert "I0000" in verbose.stderr and "pre-processing before quantization" in verbose.stderr
