@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import shlex
-import statistics
 import sys
 import threading
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import tritonclient.http as triton_http
 
+from trtis.bench.load import percentiles
 from trtis.serving import launcher, serve
 
 
@@ -81,10 +81,9 @@ def load(url: str, model: str, requests: list, concurrency: int, seconds: float)
         thread.start()
     for thread in threads:
         thread.join()
-    ordered = sorted(latencies)
-    return {"requests_per_s": round(len(ordered) / seconds, 2), "errors": errors[0],
-            "p50_ms": round(1000 * statistics.median(ordered), 3) if ordered else None,
-            "p99_ms": round(1000 * ordered[int(0.99 * (len(ordered) - 1))], 3) if ordered else None}
+    found = percentiles(latencies)
+    return {"requests_per_s": round(len(latencies) / seconds, 2), "errors": errors[0],
+            "p50_ms": found["p50_ms"], "p99_ms": found["p99_ms"]}
 
 
 def main() -> int:
