@@ -81,10 +81,19 @@ class Instances:
 
 @dataclass(frozen=True)
 class DynamicBatching:
-    """Let the server merge requests into one batch, waiting at most ``max_queue_delay_us``."""
+    """Let the server merge requests into one batch, waiting at most ``max_queue_delay_us``.
+
+    The queue is bounded so that a burst costs memory and time in proportion to the queue, not to
+    the burst: a request that finds ``max_queue_size`` others waiting is refused at once
+    (UNAVAILABLE over gRPC, 503 over HTTP), and one that waited ``queue_timeout_us`` is refused
+    instead of run late (a client may ask for a shorter wait in its request). 0 means unbounded,
+    Triton's own default.
+    """
 
     preferred_batch_sizes: Sequence[int] = ()
     max_queue_delay_us: int = 0
+    max_queue_size: int = 64
+    queue_timeout_us: int = 10_000_000
 
 
 def _io(message: Any, tensor: Tensor) -> Any:
@@ -144,6 +153,9 @@ def model_config(
     if dynamic_batching is not None:
         config.dynamic_batching.preferred_batch_size.extend(dynamic_batching.preferred_batch_sizes)
         config.dynamic_batching.max_queue_delay_microseconds = dynamic_batching.max_queue_delay_us
+        config.dynamic_batching.default_queue_policy.CopyFrom(pb.ModelQueuePolicy(
+            timeout_action=pb.ModelQueuePolicy.REJECT, default_timeout_microseconds=dynamic_batching.queue_timeout_us,
+            allow_timeout_override=True, max_queue_size=dynamic_batching.max_queue_size))
     for key, value in (parameters or {}).items():
         config.parameters[key].string_value = str(value)
     for size in warmup_batch_sizes:

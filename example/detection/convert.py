@@ -65,6 +65,11 @@ DEFAULT_MAX_BATCH = 8
 # Dynamic-batching queue delay of the models on the CPU: waiting for a second request there only
 # delays the first, as the network keeps every core busy with one (docs/performance/tune-cpu.md).
 CPU_QUEUE_DELAY_US = 0
+# What a model's queue holds before the server refuses more at once (Overloaded): on the CPU two
+# batches, as a burst of large images queued without end held a GB of request memory for a minute
+# (docs/security.md); on a GPU enough for the benchmarks' 256 requests in flight.
+CPU_QUEUE_BATCHES = 2
+GPU_QUEUE_SIZE = 512
 HALF_INPUT = ("compiled", "torchscript")  # the network formats that cast their input to FP16 themselves
 RAW_INPUT = config.Tensor(pipeline.RAW_IMAGE, np.object_, [1])  # what clients send: one encoded image
 
@@ -112,7 +117,7 @@ def preprocess_stage(options: Options, images: list[bytes], rows: list) -> repos
                config.Tensor(pipeline.META_SIZE, np.float32, [2])]
     common = dict(max_batch_size=batching, inputs=[RAW_INPUT],
                   outputs=outputs, instances=[config.Instances(options.preprocess_instances)],
-                  dynamic_batching=batching_for(options.preprocess_format == "gpu", gpu_delay_us=1000))
+                  dynamic_batching=batching_for(options.preprocess_format == "gpu", 1000, batching))
     names = [pipeline.IMAGE, pipeline.META_AFFINE, pipeline.META_SIZE]
     parameters = {"input_size": size, "max_pixels": options.max_pixels}
     if options.preprocess_format == "python":
@@ -167,9 +172,12 @@ def image_dtype(options: Options) -> type:
     return np.float16 if options.preprocess_format == "gpu" and options.network_format in HALF_INPUT else np.float32
 
 
-def batching_for(on_gpu: bool, gpu_delay_us: int) -> config.DynamicBatching:
-    """A model's dynamic batching: on a GPU a short wait fills batches; on the CPU none (CPU_QUEUE_DELAY_US)."""
-    return config.DynamicBatching(max_queue_delay_us=gpu_delay_us if on_gpu else CPU_QUEUE_DELAY_US)
+def batching_for(on_gpu: bool, gpu_delay_us: int, max_batch_size: int) -> config.DynamicBatching:
+    """A model's dynamic batching: on a GPU a short wait fills batches; on the CPU none (CPU_QUEUE_DELAY_US).
+    Its queue holds GPU_QUEUE_SIZE requests on a GPU, CPU_QUEUE_BATCHES batches on the CPU; more are refused."""
+    if on_gpu:
+        return config.DynamicBatching(max_queue_delay_us=gpu_delay_us, max_queue_size=GPU_QUEUE_SIZE)
+    return config.DynamicBatching(max_queue_delay_us=CPU_QUEUE_DELAY_US, max_queue_size=CPU_QUEUE_BATCHES * max_batch_size)
 
 
 def fused(options: Options) -> bool:
@@ -185,7 +193,7 @@ def network_stage(options: Options, network: torch.nn.Module, image: np.ndarray)
         name=pipeline.NETWORK, max_batch_size=options.max_batch_size, instances=options.network_instances,
         gpus=options.gpus, warmup_max_batch=options.warmup_max_batch,
         inputs=[config.Tensor(pipeline.IMAGE, image_dtype(options), list(image.shape[1:]))],
-        dynamic_batching=batching_for(network_on_gpu(options), gpu_delay_us=2000),
+        dynamic_batching=batching_for(network_on_gpu(options), 2000, options.max_batch_size),
         compare=verify.within(NETWORK_TOLERANCE), compare_reduced=matching.same_peaks,
         calibration=lambda: calibration_feeds(options), calibration_method=options.calibration_method,
         int8_form=options.int8_form, cache_dir=options.calibration_cache)
@@ -207,7 +215,7 @@ def decoded_network_stage(options: Options, network: torch.nn.Module, image: np.
         [pipeline.IMAGE, pipeline.META_AFFINE, pipeline.META_SIZE], [pipeline.BOXES, pipeline.SCORES, pipeline.CLASSES],
         options.network_format, name=pipeline.NETWORK, max_batch_size=options.max_batch_size,
         instances=options.network_instances, gpus=options.gpus, warmup_max_batch=options.warmup_max_batch,
-        dynamic_batching=batching_for(network_on_gpu(options), gpu_delay_us=2000),
+        dynamic_batching=batching_for(network_on_gpu(options), 2000, options.max_batch_size),
         inputs=[config.Tensor(pipeline.IMAGE, image_dtype(options), list(image.shape[1:])),
                 config.Tensor(pipeline.META_AFFINE, np.float32, [2, 3]), config.Tensor(pipeline.META_SIZE, np.float32, [2])],
         outputs=detection_outputs(), files=labels(class_names), parameters={"host_outputs": "*"},
@@ -250,7 +258,7 @@ def postprocess_stage(options: Options, heads: tuple[torch.Tensor, ...], meta: t
         "torchscript" if on_gpu else "onnx", gpus=options.gpus if on_gpu else (), half=False,
         name=pipeline.POSTPROCESS, max_batch_size=options.max_batch_size, instances=options.postprocess_instances,
         dynamic_axes=dynamic,
-        dynamic_batching=batching_for(on_gpu, gpu_delay_us=1000),
+        dynamic_batching=batching_for(on_gpu, 1000, options.max_batch_size),
         inputs=[config.Tensor(pipeline.HEADS[0], np.float32, [num_classes, out, out]),
                 config.Tensor(pipeline.HEADS[1], np.float32, [2, out, out]),
                 config.Tensor(pipeline.HEADS[2], np.float32, [2, out, out]),

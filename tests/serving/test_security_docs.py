@@ -1,6 +1,6 @@
 """docs/security.md's commands, run as written against a real server: only the ports, the state
-folder and the repository change (and the soak's, which needs the detection example, runs in
-tests/detection/test_soak_docs.py)."""
+folder and the repository change (and the soak's and the burst's, which need the detection example,
+run in tests/detection/test_soak_docs.py)."""
 from __future__ import annotations
 
 import re
@@ -20,7 +20,7 @@ def blocks(language: str) -> list[str]:
 def shell_commands() -> dict[str, str]:
     """The shell blocks, each named by what it does."""
     names = {"--grpc-tls-cert": "start", "curl": "admin call", "--health": "health", "supervisor probe": "probe",
-             "--stop": "stop", "trtis.serving.soak": "soak"}
+             "--stop": "stop", "trtis.serving.soak": "soak", "trtis.serving.burst": "burst"}
     found = {}
     for block in blocks("sh"):
         name = next(name for key, name in names.items() if key in block)

@@ -51,6 +51,9 @@ def test_config_fields_land_in_the_official_schema():
     assert built.instance_group[1].kind == pb.ModelInstanceGroup.KIND_CPU
     assert built.output[1].reshape.shape == [2, 2] and built.output[1].label_filename == "labels.txt"
     assert built.dynamic_batching.max_queue_delay_microseconds == 500
+    queue = built.dynamic_batching.default_queue_policy  # bounded unless asked otherwise
+    assert (queue.max_queue_size, queue.default_timeout_microseconds) == (64, 10_000_000)
+    assert queue.timeout_action == pb.ModelQueuePolicy.REJECT and queue.allow_timeout_override
     assert built.parameters["intra_op_thread_count"].string_value == "2"
 
 

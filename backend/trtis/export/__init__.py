@@ -24,7 +24,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -353,7 +353,7 @@ def export(module: torch.nn.Module, example_inputs: Sequence[torch.Tensor], inpu
     buckets = [int(size) for size in common["parameters"].get(config.BATCH_BUCKETS, "").split(",") if size]
     if buckets and settings.dynamic_batching is not None and not settings.dynamic_batching.preferred_batch_sizes:
         # The dynamic batcher forms the sizes the model runs without padding.
-        common["dynamic_batching"] = config.DynamicBatching(buckets, settings.dynamic_batching.max_queue_delay_us)
+        common["dynamic_batching"] = replace(settings.dynamic_batching, preferred_batch_sizes=buckets)
     if device == "gpu":
         # The first run of each batch size in each instance's process is slow on a GPU (kernels load,
         # cuDNN chooses algorithms): the server runs the small ones before it reports ready. Not all of
