@@ -13,6 +13,7 @@ import pytest
 import tritonclient.http as triton_http
 
 from trtis.serving import front_door, launcher, serve
+from trtis.serving.supervisor import Supervision
 
 MiB = 1 << 20
 
@@ -128,3 +129,22 @@ def test_without_nginx_http_stays_on_loopback_and_says_so(echo_repository, tmp_p
         assert launcher._state(tmp_path)["proxy"] is None
         assert served(server).shape == (2, 4)
     assert "nginx is not installed" in caplog.text and "127.0.0.1 only" in caplog.text
+
+
+def test_a_nearly_full_dev_shm_keeps_the_server_from_reporting_ready(echo_repository, tmp_path):
+    """Triton reports ready while the Python backend cannot grow its shared memory; the supervisor's
+    check (a floor above what /dev/shm has free) holds readiness at the door, and the start says why."""
+    with pytest.raises(launcher.LaunchError, match="/dev/shm has .* MB free"):
+        with serve(echo_repository, state_dir=tmp_path, supervision=Supervision(shm_floor_mb=1 << 30)):
+            pass
+    assert not launcher.running(tmp_path)
+
+
+def test_a_body_over_the_doors_memory_buffer_reaches_triton(server):
+    """nginx writes a body over 1 MB to its scratch folder in the state folder first (its workers,
+    started by root, would run as nobody and fail there)."""
+    header = json.dumps({"inputs": [{"name": "data", "shape": [8, 4], "datatype": "FP32",
+                                     "parameters": {"binary_data_size": 2 * MiB}}]}).encode()
+    status, body = post(server.ports.http, "/v2/models/echo/infer", header + bytes(2 * MiB),
+                        {"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"})
+    assert status == 400 and b"Expected 128, got 2097152" in body, (status, body)  # Triton's own answer

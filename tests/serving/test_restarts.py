@@ -84,6 +84,19 @@ def test_twenty_faults_in_a_row_are_all_healed(echo_repository, tmp_path):
     print(f"20 faults healed in {min(heal_times):.1f}-{max(heal_times):.1f} s each; --health said: {sorted(said_while_down)}")
 
 
+def test_a_front_door_killed_with_its_workers_left_behind_is_replaced(echo_repository, tmp_path):
+    """kill -9 of nginx's master leaves its workers holding the ports: the supervisor ends them too
+    before it starts the door again, which then serves."""
+    with serve(echo_repository, state_dir=tmp_path) as server:
+        master = state(tmp_path)["proxy"]["pid"]
+        workers = process.children(master)
+        assert workers, "nginx runs workers"
+        os.kill(master, signal.SIGKILL)
+        assert wait_until(lambda: state(tmp_path)["proxy"]["pid"] != master and is_ready(server), 30) is not None
+        assert all(process.state(pid) in (None, "Z") for pid in workers), "the old workers still run"
+        assert "Address already in use" not in server.log_file.read_text(errors="replace")
+
+
 def test_a_hung_model_is_restarted_without_a_false_alarm_for_a_busy_one(echo_model, tmp_path):
     stuck = config.model_config("stuck", backend="python", max_batch_size=8, inputs=[config.Tensor("data", np.float32, [4])],
                                 outputs=[config.Tensor("echo", np.float32, [4])])

@@ -2,8 +2,10 @@
 it, over HTTP and gRPC; an inference key; gRPC over TLS and mutual TLS with certificates made here."""
 from __future__ import annotations
 
+import json
 import os
 import stat
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from servers import start_script
-from trtis.serving import serve
+from trtis.serving import launcher, serve
 from trtis.serving.security import ADMIN_APIS, GrpcTls, Security, SecurityError, new_key
 
 INFERENCE_KEY = new_key()
@@ -69,6 +71,13 @@ def test_the_backends_own_shared_memory_cannot_be_registered_without_the_key(loc
     for client in clients(locked, certificates).values():
         with pytest.raises(InferenceServerException, match="restricted"):
             client.register_system_shared_memory("stolen", f"/{region}", 1024)
+
+
+def test_the_backends_shared_memory_is_readable_by_its_own_user_alone(locked):
+    """Every request's tensors pass through these regions: the server's umask keeps other local users out."""
+    prefix = json.loads((locked.state_dir / launcher.STATE_FILE).read_text())["shm_prefix"]
+    regions = list(Path("/dev/shm").glob(f"{prefix}*"))
+    assert regions and {stat.S_IMODE(region.stat().st_mode) for region in regions} == {0o600}
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])

@@ -12,7 +12,9 @@ has a length prefix and its parser no such crash (docs/security.md).
 """
 from __future__ import annotations
 
+import argparse
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -26,6 +28,8 @@ MINIMUM_VERSION = (1, 19, 5)
 # this many bytes: nesting under it stays within the server's 64 MB thread stacks (embedded.STACK_BYTES).
 JSON_DIGITS = 6
 JSON_LIMIT = 10 ** JSON_DIGITS - 1
+# In the door's scratch folder while the supervisor holds the server not ready (set_not_ready).
+NOT_READY_FILE = "not-ready"
 
 
 class FrontDoorError(RuntimeError):
@@ -79,6 +83,13 @@ def unavailable_reason() -> str | None:
     return None
 
 
+def _workers_user() -> str:
+    """Started by root, nginx's workers would run as nobody, who cannot write request bodies into the
+    state folder or see the supervisor's not-ready flag there: they run as the user who starts it
+    (``write`` adds this for the machine it runs on)."""
+    return f"user {pwd.getpwuid(os.geteuid()).pw_name};\n" if os.geteuid() == 0 else ""
+
+
 def _listen(host: str, port: int) -> str:
     """nginx's listen address: ``::`` takes IPv4 clients too, as Triton's own gRPC port does."""
     if ":" in host:
@@ -87,15 +98,18 @@ def _listen(host: str, port: int) -> str:
 
 
 def configuration(host: str, http_port: int, metrics_port: int, triton_http: int, triton_metrics: int,
-                  state_dir: Path, limits: Limits = Limits()) -> str:
+                  state_dir: Path, limits: Limits = Limits(), workers: int | str = "auto") -> str:
     """nginx's configuration: ``host:http_port`` proxies to Triton's HTTP on 127.0.0.1:``triton_http``,
-    ``host:metrics_port`` to its metrics (GET only)."""
+    ``host:metrics_port`` to its metrics (GET only); ``workers`` processes (auto: one per CPU)."""
     scratch = Path(state_dir).resolve() / "nginx"
     refusal = 'return {code} \'{{"error":"{text}"}}\';'
+    proxied = (f"proxy_pass http://triton_http; proxy_http_version 1.1; proxy_set_header Connection \"\"; "
+               f"proxy_request_buffering on; proxy_connect_timeout 5s; proxy_send_timeout {limits.body_timeout_s}s; "
+               f"proxy_read_timeout {limits.inference_timeout_s}s;")
     return f"""\
-# Written by trtis.serving.front_door for one server; rewritten at each start.
+# Written by trtis.serving.front_door (start.sh writes one at each start; python -m trtis.serving.front_door prints the pod's).
 daemon off;
-worker_processes auto;
+worker_processes {workers};
 pid "{scratch / 'nginx.pid'}";
 events {{ worker_connections 4096; }}
 http {{
@@ -168,14 +182,13 @@ http {{
             add_header Retry-After 5 always;
             {refusal.format(code=503, text="the server is not answering now (restarting after a fault?): try again")}
         }}
+        # Triton stays ready while /dev/shm is full; the supervisor knows better (set_not_ready).
+        location = /v2/health/ready {{
+            if (-f "{scratch / NOT_READY_FILE}") {{ {refusal.format(code=503, text="not ready: ./start.sh --health says why")} }}
+            {proxied}
+        }}
         location / {{
-            proxy_pass http://triton_http;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_request_buffering on;
-            proxy_connect_timeout 5s;
-            proxy_send_timeout {limits.body_timeout_s}s;
-            proxy_read_timeout {limits.inference_timeout_s}s;
+            {proxied}
         }}
     }}
     server {{
@@ -192,13 +205,24 @@ http {{
 """
 
 
+def set_not_ready(conf: Path, reason: str | None) -> None:
+    """Make the door answer 503 to /v2/health/ready for ``reason`` (a fault Triton does not see), or
+    pass readiness to Triton again (None)."""
+    flag = Path(conf).parent / NOT_READY_FILE
+    if reason:
+        flag.write_text(reason + "\n")
+    else:
+        flag.unlink(missing_ok=True)
+
+
 def write(state_dir: Path, text: str) -> Path:
     """Write the configuration and nginx's scratch folders into the state folder; returns the file."""
     scratch = Path(state_dir).resolve() / "nginx"
     for folder in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (scratch / folder).mkdir(parents=True, exist_ok=True)
+    (scratch / NOT_READY_FILE).unlink(missing_ok=True)  # a server's own supervisor says when it is not ready
     path = scratch / "nginx.conf"
-    path.write_text(text)
+    path.write_text(_workers_user() + text)
     return path
 
 
@@ -212,3 +236,26 @@ def check(nginx: Path, conf: Path) -> None:
     result = subprocess.run([*command(nginx, conf), "-t", "-q"], capture_output=True, text=True)
     if result.returncode != 0:
         raise FrontDoorError(f"nginx refused {conf}: {result.stderr.strip()}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print a configuration: by default the Kubernetes pod's, where nginx is a sidecar of the Triton
+    container (deploy/kubernetes/base/front-door.conf is this output)."""
+    parser = argparse.ArgumentParser(prog="python -m trtis.serving.front_door", description=main.__doc__.split(":")[0])
+    parser.add_argument("--host", default="0.0.0.0", help="where nginx listens")
+    parser.add_argument("--http-port", type=int, default=8080, help="the HTTP port clients reach")
+    parser.add_argument("--metrics-port", type=int, default=8082, help="the metrics port Prometheus reaches")
+    parser.add_argument("--triton-http", type=int, default=8000, help="Triton's HTTP port, on 127.0.0.1")
+    parser.add_argument("--triton-metrics", type=int, default=8002, help="Triton's metrics port, on 127.0.0.1")
+    parser.add_argument("--workers", type=int, default=2, help="nginx's worker processes (auto would start one per "
+                        "CPU of the node, not of the container)")
+    parser.add_argument("--scratch-parent", type=Path, default=Path("/tmp"),
+                        help="a writable folder; nginx keeps its pid and request bodies in its nginx/ subfolder")
+    args = parser.parse_args(argv)
+    print(configuration(args.host, args.http_port, args.metrics_port, args.triton_http, args.triton_metrics,
+                        args.scratch_parent, workers=args.workers), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -37,7 +37,7 @@ from typing import Literal
 
 from trtis.serving import docker, embedded, front_door, mps, process
 from trtis.serving.security import ADMIN_HEADER, GrpcTls, Security, SecurityError, key_file, read_key
-from trtis.serving.supervisor import Supervision
+from trtis.serving.supervisor import Supervision, read_state
 
 log = logging.getLogger(__name__)
 
@@ -144,9 +144,6 @@ def wait_ready(host: str, port: int, timeout: float, still_running=lambda: True)
 
 # Which processes a state folder's files prove are ours -------------------------------------------
 def _state(state_dir: Path) -> dict | None:
-    # Imported here: ``python -m trtis.serving.supervisor`` imports this package first.
-    from trtis.serving.supervisor import read_state
-
     return read_state(state_dir / STATE_FILE)
 
 

@@ -35,6 +35,7 @@ import logging
 import os
 import re
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -58,6 +59,9 @@ HANG_TIMEOUT_S = 120.0  # no request finished while some wait: the default, long
 # Triton's HTTP threads parse a request's JSON recursively: a thread stack of 64 MB (Triton's own
 # deployment guide gives Docker --ulimit stack=67108864) holds any JSON the front door lets through.
 STACK_BYTES = 64 << 20
+# Below this much free /dev/shm the Python backend cannot grow its regions for a large request, and
+# every request that needs more fails while Triton still reports ready.
+SHM_FLOOR_MB = 64
 
 
 @dataclass(frozen=True)
@@ -103,10 +107,12 @@ class Supervision:
 
     hang_timeout_s: float = HANG_TIMEOUT_S
     max_backoff_s: float = RestartPolicy.max_s
+    shm_floor_mb: int = SHM_FLOOR_MB
 
     def flags(self) -> list[str]:
         """The ``run`` command's flags for these settings."""
-        return ["--hang-timeout", str(self.hang_timeout_s), "--max-backoff", str(self.max_backoff_s)]
+        return ["--hang-timeout", str(self.hang_timeout_s), "--max-backoff", str(self.max_backoff_s),
+                "--shm-floor-mb", str(self.shm_floor_mb)]
 
 
 @dataclass(frozen=True)
@@ -123,13 +129,21 @@ class Watch:
     hang_timeout: float = HANG_TIMEOUT_S
     proxy: tuple[Path, Path] | None = None
     restarts: RestartPolicy = RestartPolicy()
+    shm_floor_mb: int = SHM_FLOOR_MB
+
+
+def shm_shortage(floor_mb: int) -> str | None:
+    """Why the Python backend cannot take large requests now (/dev/shm nearly full), or None."""
+    free = shutil.disk_usage(process.SHM).free
+    if free >= floor_mb << 20:
+        return None
+    return (f"/dev/shm has {free >> 20} MB free, under {floor_mb} MB: the Python backend cannot grow its shared memory, "
+            "so larger requests fail; free it, or give the server more (docker --shm-size, the pod's dshm sizeLimit)")
 
 
 class Supervisor:
     def __init__(self, watch: Watch):
         self.watch = watch
-        self.command, self.ready_url, self.shm_prefix = watch.command, watch.ready_url, watch.shm_prefix
-        self.state_file, self.startup_timeout, self.stop_timeout = Path(watch.state_file), watch.startup_timeout, watch.stop_timeout
         self.server: subprocess.Popen | None = None
         self.proxy: subprocess.Popen | None = None
         self.stopping = threading.Event()
@@ -139,7 +153,7 @@ class Supervisor:
 
     def _update(self, **changes) -> None:
         self.state.update(changes)
-        _write_state(self.state_file, self.state)
+        _write_state(self.watch.state_file, self.state)
 
     def _stop_signal(self, signum, frame) -> None:
         self.stopping.set()
@@ -166,7 +180,7 @@ class Supervisor:
                 break
             if failed_at is None and self.state["status"] == "starting":
                 log.error("the server did not start: %s", cause)
-                return self._shut_down("failed", self.stop_timeout, code=1)
+                return self._shut_down("failed", self.watch.stop_timeout, code=1)
             failed_at = time.monotonic()
             restarts.append(failed_at)
             while restarts and restarts[0] < failed_at - self.watch.restarts.window_s:
@@ -183,10 +197,10 @@ class Supervisor:
                 self.stopping.wait(min(POLL_S, max(0.0, deadline - time.monotonic())))
             if self.stopping.is_set():
                 break
-        return self._shut_down("stopped", self.stop_timeout, code=0)
+        return self._shut_down("stopped", self.watch.stop_timeout, code=0)
 
     def _launch(self) -> None:
-        self.server = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, preexec_fn=_large_stack)
+        self.server = subprocess.Popen(self.watch.command, stdin=subprocess.DEVNULL, preexec_fn=_large_stack)
         found = process.identify(self.server.pid)  # None when it died at once: _wait_ready says so
         self._update(server=found.to_json() if found else None)
 
@@ -197,29 +211,33 @@ class Supervisor:
         if self.proxy is not None:
             log.error("the HTTP front door (nginx pid %d) exited with code %s: starting it again",
                       self.proxy.pid, self.proxy.returncode)
+            _end_group(self.proxy.pid)
             self.stopping.wait(POLL_S)  # one that dies at once is not restarted in a tight loop
-        self.proxy = subprocess.Popen(front_door.command(*self.watch.proxy), stdin=subprocess.DEVNULL)
+        # Its own process group: workers outlive a master killed -9 and hold the ports.
+        self.proxy = subprocess.Popen(front_door.command(*self.watch.proxy), stdin=subprocess.DEVNULL, process_group=0)
         found = process.identify(self.proxy.pid)
         self._update(proxy=found.to_json() if found else None)
 
     def _wait_ready(self) -> str | None:
         """None once ready; else why not."""
-        deadline = time.monotonic() + self.startup_timeout
+        deadline = time.monotonic() + self.watch.startup_timeout
         while not self.stopping.is_set():
             self._reap_orphans()
             self._keep_proxy()
+            process.make_regions_private(self.watch.shm_prefix)  # made as each instance loads
             if self.server.poll() is not None:
                 return f"tritonserver exited with code {self.server.returncode} while starting"
-            if ready(self.ready_url):
+            if ready(self.watch.ready_url):
+                self._check_shared_memory()  # before the state says ready
                 return None
             if time.monotonic() > deadline:
-                return f"tritonserver was not ready within {self.startup_timeout:.0f} s"
+                return f"tritonserver was not ready within {self.watch.startup_timeout:.0f} s"
             self.stopping.wait(0.2)
         return None
 
     def _watch(self) -> str | None:
         """Block until the server or a stub of it dies (returns what happened) or a stop is asked (None)."""
-        instances = process.stubs(self.shm_prefix)  # a dead stub's command line is gone: name them now
+        instances = process.stubs(self.watch.shm_prefix)  # a dead stub's command line is gone: name them now
         stopped_since: dict[int, float] = {}
         progress = Progress(self.watch.metrics_url, self.watch.hang_timeout) if self.watch.metrics_url else None
         while not self.stopping.wait(POLL_S):
@@ -241,9 +259,24 @@ class Supervisor:
             hung = progress.hung() if progress is not None else None
             if hung:
                 return hung
+            self._check_shared_memory()
             if len(instances) < len(process.children(self.server.pid)):
-                instances = process.stubs(self.shm_prefix)
+                instances = process.stubs(self.watch.shm_prefix)
+                process.make_regions_private(self.watch.shm_prefix)
         return None
+
+    def _check_shared_memory(self) -> None:
+        """Not ready (the state, --health, the front door's readiness) while /dev/shm is nearly full."""
+        shortage = shm_shortage(self.watch.shm_floor_mb)
+        if bool(shortage) == bool(self.state.get("shm_shortage")):
+            return
+        if shortage:
+            log.error("not ready: %s", shortage)
+        else:
+            log.info("/dev/shm has room again: ready")
+        self._update(shm_shortage=shortage)
+        if self.watch.proxy is not None:
+            front_door.set_not_ready(self.watch.proxy[1], shortage)
 
     def _reap_orphans(self) -> None:
         """As a container's first process, orphans are ours to reap (the server's stubs, once it died)."""
@@ -267,8 +300,8 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 self.server.kill()
                 self.server.wait()
-        ended = process.end_stubs(self.shm_prefix)
-        regions = process.remove_shared_memory(self.shm_prefix)
+        ended = process.end_stubs(self.watch.shm_prefix)
+        regions = process.remove_shared_memory(self.watch.shm_prefix)
         if ended or regions:
             log.info("ended %d leftover backend process(es), removed %d shared-memory region(s)", ended, len(regions))
 
@@ -282,12 +315,22 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 self.proxy.kill()
                 self.proxy.wait()
+        if self.proxy is not None:
+            _end_group(self.proxy.pid)
         self._end_server(grace)
         if code == 0:
-            self.state_file.unlink(missing_ok=True)
+            self.watch.state_file.unlink(missing_ok=True)
         else:
             self._update(status=status, server=None)
         return code
+
+
+def _end_group(leader: int) -> None:
+    """Kill what is left of a process group (nginx's workers, once their master is gone)."""
+    try:
+        os.killpg(leader, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _large_stack() -> None:
@@ -363,6 +406,8 @@ def probe(ready_url: str, state_file: Path | None = None) -> str | None:
         return f"the server does not answer ready at {ready_url}"
     if state is not None and state.get("status") != "ready":
         return f"the supervisor reports {state.get('status')}: {state.get('last_failure', '')}".rstrip(": ")
+    if state is not None and state.get("shm_shortage"):
+        return state["shm_shortage"]
     if state is not None and state.get("server"):
         servers = [process.ProcessId.from_json(state["server"]).pid]
     else:
@@ -388,6 +433,8 @@ def main(argv: list[str] | None = None) -> int:
                      help="seconds a model may have requests waiting and finish none before the server is restarted")
     run.add_argument("--max-backoff", type=float, default=RestartPolicy.max_s,
                      help="the longest wait between two restarts (it doubles from 1 s after three quick ones)")
+    run.add_argument("--shm-floor-mb", type=int, default=SHM_FLOOR_MB,
+                     help="free /dev/shm under which the server counts as not ready")
     run.add_argument("--proxy-binary", type=Path, help="nginx, the HTTP front door kept running beside the server")
     run.add_argument("--proxy-conf", type=Path, help="its configuration (trtis.serving.front_door)")
     run.add_argument("server_command", nargs=argparse.REMAINDER)
@@ -410,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     return Supervisor(Watch(command, args.ready_url, args.state_file, args.shm_prefix, args.startup_timeout,
                             args.stop_timeout, args.metrics_url, args.hang_timeout,
                             (args.proxy_binary, args.proxy_conf) if args.proxy_binary else None,
-                            RestartPolicy(max_s=args.max_backoff))).run()
+                            RestartPolicy(max_s=args.max_backoff), args.shm_floor_mb)).run()
 
 
 if __name__ == "__main__":
