@@ -2,9 +2,10 @@
 normalisation in torch, so the image never crosses host memory as float32.
 
 The same math as ``letterbox.py`` (the OpenCV reference): the official affine transform, bilinear,
-zero padding, then (x/255 - mean) / std in BGR order. Each image's header is read first and an image
-over the pixel limit is refused before decoding. JPEGs are decoded by nvJPEG in one batch; an image
-nvJPEG cannot decode (PNG, CMYK, anything else OpenCV reads) is decoded on the CPU, alone. On a
+zero padding, then (x/255 - mean) / std in BGR order. Each image's header is read first and what the
+other forms refuse is refused before decoding (``letterbox.checked_size``: over the pixel limit, a GIF,
+an animated WebP, a format they do not read). JPEGs are decoded by nvJPEG in one batch; an image
+nvJPEG cannot decode (PNG, BMP, WebP, a CMYK JPEG) is decoded on the CPU, alone. On a
 machine without a GPU the same code runs on the CPU with OpenCV's decoder (torchvision is only
 needed for nvJPEG), which is how the tests without a GPU run it.
 Self-contained beside ``letterbox.py``, so both can be copied next to the Triton model.

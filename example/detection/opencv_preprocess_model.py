@@ -3,8 +3,9 @@
 For Triton images without the TensorFlow backend (25.03 and newer); needs numpy, Pillow and
 opencv-python-headless in the server's Python. ``letterbox.py`` is copied beside this file.
 Each request's images are preprocessed one by one, each refused from its header when it has more
-pixels than the config's ``max_pixels`` parameter says; an image that cannot be decoded fails its
-request only, as a client error (INVALID_ARGUMENT, HTTP 400).
+pixels than the config's ``max_pixels`` parameter says or is one the TensorFlow form refuses (a GIF,
+an animated WebP, another format: ``letterbox.checked_size``); an image that cannot be decoded fails
+its request only, as a client error (INVALID_ARGUMENT, HTTP 400).
 """
 import json
 import os

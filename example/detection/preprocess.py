@@ -4,10 +4,12 @@ Same math as ``letterbox.preprocess``: decode (JPEG/PNG, 3 channels), warp with 
 affine transform (``ImageProjectiveTransformV3``, bilinear, constant 0 fill), RGB -> BGR,
 normalise, HWC -> CHW; plus the meta the postprocess needs.
 
-Before decoding, the graph reads the size the image's header declares (JPEG, PNG, GIF, BMP, WebP:
-the formats ``decode_image`` knows) and refuses an image over ``max_pixels``: a 500 KB PNG can
-declare 23000x23000 pixels, 1.6 GB decoded. The images of a batch are decoded one at a time, so a
-request holds at most one decoded image.
+Before decoding, the graph reads the size the image's header declares (JPEG, PNG, BMP, WebP) and
+refuses an image over ``max_pixels``: a 500 KB PNG can declare 23000x23000 pixels, 1.6 GB decoded.
+It refuses a GIF and an animated WebP from their first bytes, as ``letterbox.animated`` does: the
+header does not bound what ``decode_image`` decodes from them (a GIF's frames at their own sizes,
+every frame). The images of a batch are decoded one at a time, so a request holds at most one
+decoded image.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from detection import pipeline
+from detection import letterbox, pipeline
 from trtis import quiet
 from trtis.export import tensorflow as trtis_tf
 
@@ -30,27 +32,39 @@ def _big_endian(header: tf.Tensor, offset: int, length: int) -> tf.Tensor:
     return tf.add_n([header[offset + i] * 256 ** (length - 1 - i) for i in range(length)])
 
 
-def _declared_size(encoded: tf.Tensor) -> tf.Tensor:
-    """[height, width] as the image's header declares them, read without decoding; [-1, -1] for any
-    other format (``decode_image`` knows JPEG XL too, whose header is not read here)."""
-    first = tf.strings.substr(tf.strings.join([tf.strings.substr(encoded, 0, 32), "\0" * 32]), 0, 32)
-    header = tf.cast(tf.io.decode_raw(first, tf.uint8), tf.int64)
+class _Header:
+    """The first 32 bytes of an encoded image (zeros past its end), as a string and as integers."""
 
-    def starts(magic: bytes, at: int = 0) -> tf.Tensor:
-        return tf.equal(tf.strings.substr(first, at, len(magic)), magic)
+    def __init__(self, encoded: tf.Tensor):
+        self.first = tf.strings.substr(tf.strings.join([tf.strings.substr(encoded, 0, 32), "\0" * 32]), 0, 32)
+        self.bytes = tf.cast(tf.io.decode_raw(self.first, tf.uint8), tf.int64)
+
+    def starts(self, magic: bytes, at: int = 0) -> tf.Tensor:
+        return tf.equal(tf.strings.substr(self.first, at, len(magic)), magic)
+
+
+def _animated(header: _Header) -> tf.Tensor:
+    """``letterbox.animated``: a GIF, or a WebP whose header sets the animation flag."""
+    flags = tf.bitwise.bitwise_and(header.bytes[20], 0x02)
+    return header.starts(b"GIF8") | (header.starts(b"RIFF") & header.starts(b"WEBPVP8X", 8) & (flags != 0))
+
+
+def _declared_size(encoded: tf.Tensor, header: _Header) -> tf.Tensor:
+    """[height, width] as the image's header declares them, read without decoding; [-1, -1] for any
+    other format (``decode_image`` knows GIF and JPEG XL too, which the preprocess does not read)."""
+    starts, values = header.starts, header.bytes
 
     def signed(value: tf.Tensor) -> tf.Tensor:  # a BMP's int32 (its height is negative when top-down)
         return tf.abs(tf.where(value >= 2 ** 31, value - 2 ** 32, value))
 
-    vp8l = _little_endian(header, 21, 4)
+    vp8l = _little_endian(values, 21, 4)
     webp = starts(b"RIFF") & starts(b"WEBP", 8)
     candidates = [  # (is this format, height, width)
-        (starts(b"\x89PNG\r\n\x1a\n"), _big_endian(header, 20, 4), _big_endian(header, 16, 4)),
-        (starts(b"GIF8"), _little_endian(header, 8, 2), _little_endian(header, 6, 2)),
-        (starts(b"BM"), signed(_little_endian(header, 22, 4)), signed(_little_endian(header, 18, 4))),
-        (webp & starts(b"VP8 ", 12), _little_endian(header, 28, 2) % 2 ** 14, _little_endian(header, 26, 2) % 2 ** 14),
+        (starts(b"\x89PNG\r\n\x1a\n"), _big_endian(values, 20, 4), _big_endian(values, 16, 4)),
+        (starts(b"BM"), signed(_little_endian(values, 22, 4)), signed(_little_endian(values, 18, 4))),
+        (webp & starts(b"VP8 ", 12), _little_endian(values, 28, 2) % 2 ** 14, _little_endian(values, 26, 2) % 2 ** 14),
         (webp & starts(b"VP8L", 12), vp8l // 2 ** 14 % 2 ** 14 + 1, vp8l % 2 ** 14 + 1),
-        (webp & starts(b"VP8X", 12), _little_endian(header, 27, 3) + 1, _little_endian(header, 24, 3) + 1),
+        (webp & starts(b"VP8X", 12), _little_endian(values, 27, 3) + 1, _little_endian(values, 24, 3) + 1),
     ]
     size = tf.constant([-1, -1], tf.int64)
     for known, height, width in candidates:
@@ -60,10 +74,13 @@ def _declared_size(encoded: tf.Tensor) -> tf.Tensor:
 
 
 def _within_limit(encoded: tf.Tensor, max_pixels: int) -> tf.Tensor:
-    """``encoded``, once its declared size is checked against ``max_pixels`` (the decode waits for it)."""
-    size = _declared_size(encoded)
-    known = tf.debugging.Assert(size[0] >= 0, ["Unknown image file format: the preprocess reads JPEG, PNG, GIF, BMP "
-                                               "and WebP"])
+    """``encoded``, once its format and declared size are checked against ``max_pixels`` (the decode
+    waits for it)."""
+    header = _Header(encoded)
+    still = tf.debugging.Assert(tf.logical_not(_animated(header)), [letterbox.ANIMATED])
+    with tf.control_dependencies([still]):  # a GIF is told why, before "unknown format"
+        size = _declared_size(encoded, header)
+    known = tf.debugging.Assert(size[0] >= 0, [f"Unknown image file format: {letterbox.READS}"])
     message = tf.strings.format("the image is {}x{} pixels, over the limit of {} pixels", (size[1], size[0], max_pixels))
     small = tf.debugging.Assert(size[0] * size[1] <= max_pixels, [message])
     with tf.control_dependencies([known, small]):
