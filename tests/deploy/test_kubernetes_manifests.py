@@ -7,18 +7,24 @@ from __future__ import annotations
 import copy
 import json
 import re
+import subprocess
+import sys
+from urllib.parse import urlsplit
 
 import kubernetes_validate
 import pytest
 
-from rendered_manifests import (DASHBOARD, OVERLAYS, adapter_query, adapter_rules, named_queries, one,
-                                pod_spec, render, selectors, triton_container)
+from rendered_manifests import (DASHBOARD, FRONT_DOOR_CONF, OVERLAYS, SUPERVISOR_PROBE, adapter_query, adapter_rules,
+                                flags, front_door_container, named_queries, one, pod_ports, pod_spec, render, selectors,
+                                server_args, supervised, triton_container)
+from trtis.serving import front_door, process
+from trtis.serving.supervisor import RestartPolicy
 
 # The oldest Kubernetes these manifests are for, and the newest whose schemas kubernetes-validate
 # ships. (The preStop sleep action is on by default from 1.30, unhealthyPodEvictionPolicy from 1.27.)
 KUBERNETES_VERSIONS = ("1.33.0", "1.37.0")
 CUSTOM_RESOURCES = {("monitoring.coreos.com/v1", "ServiceMonitor")}
-EXPECTED_KINDS = ["ConfigMap", "Deployment", "HorizontalPodAutoscaler", "Namespace", "NetworkPolicy",
+EXPECTED_KINDS = ["ConfigMap", "ConfigMap", "Deployment", "HorizontalPodAutoscaler", "Namespace", "NetworkPolicy",
                   "PodDisruptionBudget", "Service", "Service", "ServiceAccount", "ServiceMonitor"]
 
 
@@ -65,17 +71,21 @@ def test_service_monitor_scrapes_the_metrics_port_of_every_replica(rendered):
     (endpoint,) = monitor["spec"]["endpoints"]
     assert set(endpoint) == {"port", "path", "interval"}
     assert endpoint["path"] == "/metrics" and re.fullmatch(r"[0-9]+(ms|s|m)", endpoint["interval"])
-    container_ports = {p["name"]: p["containerPort"] for p in triton_container(objects)["ports"]}
-    assert container_ports[ports[endpoint["port"]]["targetPort"]] == 8002  # Triton's default --metrics-port
+    # The front door's metrics port, which passes GET requests to Triton's (its default --metrics-port, 8002).
+    assert pod_ports(objects)[ports[endpoint["port"]]["targetPort"]] == ("front-door", 8082)
+    assert "listen 0.0.0.0:8082;" in FRONT_DOOR_CONF.read_text()
+    assert "upstream triton_metrics { server 127.0.0.1:8002;" in FRONT_DOOR_CONF.read_text()
 
 
 def test_services_budget_policy_and_autoscaler_reach_the_triton_pods(rendered):
     for objects in rendered.values():
         spec = pod_spec(objects)
         pod_labels = one(objects, "Deployment", "triton")["spec"]["template"]["metadata"]["labels"]
-        container_ports = {p["name"]: p["containerPort"] for p in triton_container(objects)["ports"]}
-        assert container_ports == {"http": 8000, "grpc": 8001, "metrics": 8002}  # Triton's defaults, not overridden
-        assert not any(f.startswith(("--http-port", "--grpc-port", "--metrics-port")) for f in triton_container(objects)["args"])
+        container_ports = pod_ports(objects)
+        # HTTP and metrics are the front door's; gRPC is Triton's own, on its default port.
+        assert container_ports == {"http": ("front-door", 8080), "metrics": ("front-door", 8082),
+                                   "grpc": ("tritonserver", 8001)}
+        assert not any(f.startswith(("--http-port", "--grpc-port", "--metrics-port")) for f in server_args(triton_container(objects)))
         assert labels_select(one(objects, "Deployment", "triton")["spec"]["selector"], pod_labels)
         http, grpc = one(objects, "Service", "triton")["spec"], one(objects, "Service", "triton-grpc")["spec"]
         for service in (http, grpc):
@@ -92,6 +102,8 @@ def test_services_budget_policy_and_autoscaler_reach_the_triton_pods(rendered):
                    for rule in policy["ingress"]]
         assert sources == [({"kubernetes.io/metadata.name": "detection-clients"}, ["http", "grpc"]),
                            ({"kubernetes.io/metadata.name": "monitoring"}, ["metrics"])]
+        # Named ports of a NetworkPolicy are the pod's: after the Services' translation, the front door's.
+        assert all(port in container_ports for _, ports in sources for port in ports)
         target = one(objects, "HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]
         assert (target["kind"], target["name"]) == ("Deployment", "triton")
         assert "replicas" not in one(objects, "Deployment", "triton")["spec"], "the autoscaler owns the replica count"
@@ -99,34 +111,114 @@ def test_services_budget_policy_and_autoscaler_reach_the_triton_pods(rendered):
 
 
 def test_pod_runs_non_root_read_only_without_privileges(rendered):
-    for objects in rendered.values():
+    for overlay, objects in rendered.items():
         spec, container = pod_spec(objects), triton_container(objects)
+        assert [c["name"] for c in spec["containers"]] == ["tritonserver", "front-door"]
         assert one(objects, "Namespace")["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
         assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] == 1000
         assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
         assert spec["automountServiceAccountToken"] is False
-        assert container["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                                                "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}
         volumes = {v["name"]: v for v in spec["volumes"]}
+        for each in spec["containers"]:
+            assert each["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                               "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}, each["name"]
+            for kind in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(each["resources"][kind]), each["name"]
         mounts = {m["mountPath"]: volumes[m["name"]] for m in container["volumeMounts"]}
         assert set(mounts) == {"/dev/shm", "/tmp"}, "the only writable paths"
         assert mounts["/dev/shm"]["emptyDir"]["medium"] == "Memory" and mounts["/dev/shm"]["emptyDir"]["sizeLimit"]
         assert "medium" not in mounts["/tmp"]["emptyDir"]
-        for kind in ("requests", "limits"):
-            assert {"cpu", "memory"} <= set(container["resources"][kind])
+        door = front_door_container(objects)
+        door_mounts = {m["mountPath"]: (volumes[m["name"]], m.get("readOnly", False)) for m in door["volumeMounts"]}
+        assert set(door_mounts) == {"/etc/trtis", "/tmp/nginx"}
+        assert "configMap" in door_mounts["/etc/trtis"][0] and door_mounts["/etc/trtis"][1] is True
+        assert door_mounts["/tmp/nginx"][0]["emptyDir"]["sizeLimit"], "the front door's only writable path, its own"
         env = {e["name"]: e for e in container["env"]}
         assert env["TRITON_ADMIN_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "triton-admin", "key": "key"}
+        assert "env" not in door, "the front door gets no Secret"
+        if overlay == "cpu":  # Guaranteed QoS, which the kubelet's static CPU manager needs: in every container
+            assert all(c["resources"]["requests"] == c["resources"]["limits"] for c in spec["containers"])
 
 
-def test_probes_use_the_health_endpoints(rendered):
+def test_the_supervisor_runs_tritonserver_with_its_own_prefix_on_loopback(rendered):
+    for objects in rendered.values():
+        supervisor, server = supervised(triton_container(objects)["args"])
+        assert server[0] == "tritonserver"
+        given = flags(server)
+        # A pod has its own /dev/shm: one fixed prefix, the same in both places.
+        assert process.SHM_PREFIX.fullmatch(supervisor["--shm-prefix"])
+        assert given["--backend-config"] == f"python,shm-region-prefix-name={supervisor['--shm-prefix']}"
+        # HTTP and metrics on loopback (the front door's upstreams), on Triton's default ports the supervisor reads.
+        assert given["--http-address"] == given["--metrics-address"] == "127.0.0.1"
+        assert "--grpc-address" not in given, "gRPC stays reachable from the Service"
+        assert urlsplit(supervisor["--ready-url"]).netloc == "127.0.0.1:8000"
+        assert urlsplit(supervisor["--metrics-url"]).netloc == "127.0.0.1:8002"
+        conf = FRONT_DOOR_CONF.read_text()
+        assert "upstream triton_http { server 127.0.0.1:8000;" in conf and "listen 0.0.0.0:8080;" in conf
+
+
+def window(probe: dict) -> int:
+    """The longest a probe may keep failing before the kubelet acts."""
+    return probe["periodSeconds"] * probe["failureThreshold"]
+
+
+def test_probes_run_the_supervisors_check(rendered):
+    """All three probes run the supervisor's check of that supervisor's server (its ready URL and state
+    file): it fails while a backend process is dead or stopped, which Triton's endpoints never show."""
     container = triton_container(rendered["cpu"])
+    supervisor, server = supervised(container["args"])
     probes = {name: container[name] for name in ("startupProbe", "livenessProbe", "readinessProbe")}
-    paths = {name: (p["httpGet"]["path"], p["httpGet"]["port"]) for name, p in probes.items()}
-    assert paths == {"startupProbe": ("/v2/health/ready", "http"), "livenessProbe": ("/v2/health/live", "http"),
-                     "readinessProbe": ("/v2/health/ready", "http")}
-    startup = probes["startupProbe"]
-    assert startup["periodSeconds"] * startup["failureThreshold"] >= 300, "models may take minutes to load"
-    assert "--strict-readiness=true" in container["args"], "ready means every model is ready"
+    for probe in probes.values():
+        assert set(probe) == {"exec", "periodSeconds", "timeoutSeconds", "failureThreshold"}
+        assert probe["exec"]["command"] == [*SUPERVISOR_PROBE, "--ready-url", supervisor["--ready-url"],
+                                            "--state-file", supervisor["--state-file"]]
+    startup, liveness, readiness = (probes[n] for n in ("startupProbe", "livenessProbe", "readinessProbe"))
+    assert window(startup) >= 300, "models may take minutes to load"
+    assert float(supervisor["--startup-timeout"]) == window(startup), "the supervisor waits for a first start as long"
+    # Out of the Services within 10 s of a fault: one failure, a probe every 5 s, each under 5 s.
+    assert readiness["failureThreshold"] == 1 and readiness["periodSeconds"] == 5
+    assert window(readiness) + readiness["timeoutSeconds"] <= 10
+    # The kubelet leaves the healing to the supervisor: its longest backoff and a whole start fit in.
+    backoff = float(supervisor.get("--max-backoff", RestartPolicy.max_s))
+    assert window(liveness) >= backoff + float(supervisor["--startup-timeout"])
+    assert "--strict-readiness=true" in server, "ready means every model is ready"
+
+
+def test_front_door_runs_the_committed_configuration(rendered):
+    """The ConfigMap is base/front-door.conf, which is what `python -m trtis.serving.front_door` prints
+    (run as written); the sidecar runs it with its scratch folder on its own emptyDir."""
+    printed = subprocess.run([sys.executable, "-m", "trtis.serving.front_door"], capture_output=True, text=True,
+                             timeout=60, check=True).stdout
+    assert printed == FRONT_DOOR_CONF.read_text(), \
+        "base/front-door.conf is stale: python -m trtis.serving.front_door > deploy/kubernetes/base/front-door.conf"
+    for objects in rendered.values():
+        door = front_door_container(objects)
+        config_maps = [c for c in objects if c["kind"] == "ConfigMap" and c["metadata"]["name"].startswith("triton-front-door-")]
+        assert len(config_maps) == 1, "a generated name (with the content's hash): a changed file rolls the pods"
+        assert config_maps[0]["data"] == {"front-door.conf": printed}
+        volumes = {v["name"]: v for v in pod_spec(objects)["volumes"]}
+        mounts = {m["mountPath"]: volumes[m["name"]] for m in door["volumeMounts"]}
+        assert mounts["/etc/trtis"]["configMap"]["name"] == config_maps[0]["metadata"]["name"]
+        assert door["command"] == ["nginx", "-e", "stderr", "-p", "/tmp/nginx", "-c", "/etc/trtis/front-door.conf"]
+        assert "args" not in door
+        assert 'pid "/tmp/nginx/nginx.pid";' in printed and 'client_body_temp_path "/tmp/nginx/body";' in printed
+        repository, tag = door["image"].rsplit(":", 1)
+        assert repository == "nginxinc/nginx-unprivileged" and re.fullmatch(r"\d+\.\d+\.\d+-alpine", tag), "a pinned version"
+        assert tuple(int(part) for part in tag.split("-")[0].split(".")) >= front_door.MINIMUM_VERSION
+        # nginx itself is the probe's subject; whether Triton is ready is the other container's probe.
+        assert door["livenessProbe"]["tcpSocket"] == {"port": "http"} and "readinessProbe" not in door
+
+
+def test_shutdown_fits_in_the_grace_period(rendered):
+    """Both containers wait for the endpoint removal to spread; the supervisor then gives Triton its
+    --exit-timeout-secs for the requests in flight, all before the kubelet's SIGKILL."""
+    for objects in rendered.values():
+        spec, container = pod_spec(objects), triton_container(objects)
+        supervisor, server = supervised(container["args"])
+        waits = {c["name"]: c["lifecycle"]["preStop"]["sleep"]["seconds"] for c in spec["containers"]}
+        assert waits == {"tritonserver": 10, "front-door": 10}
+        assert float(supervisor["--stop-timeout"]) > float(flags(server)["--exit-timeout-secs"])
+        assert waits["tritonserver"] + float(supervisor["--stop-timeout"]) < spec["terminationGracePeriodSeconds"]
 
 
 def test_overlays_differ_where_the_hardware_does(rendered):
@@ -137,6 +229,7 @@ def test_overlays_differ_where_the_hardware_does(rendered):
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod_spec(rendered["gpu"])["tolerations"]
     assert cpu["image"].endswith(":cpu") and gpu["image"].endswith(":gpu")
     assert set(cpu["args"]) - set(gpu["args"]) == {"--allow-gpu-metrics=false"} and set(gpu["args"]) < set(cpu["args"])
+    assert server_args(cpu)[-1] == "--allow-gpu-metrics=false", "the overlay's flag is tritonserver's"
     targets = {overlay: int(one(objects, "HorizontalPodAutoscaler")["spec"]["metrics"][0]["pods"]["target"]["averageValue"])
                for overlay, objects in rendered.items()}
     assert targets == {"cpu": 200_000, "gpu": 20_000}

@@ -1,6 +1,10 @@
-"""The Deployment's Triton command line, checked with the bundled tritonserver binary (Triton 2.51):
-every flag is one its ``--help`` lists; run on the tiny repository it serves clients, keeps the
-admin APIs behind the key, and exports every metric the autoscaler rule and the dashboard name."""
+"""The Deployment's command line, checked with the bundled tritonserver binary (Triton 2.51): every
+tritonserver flag after the supervisor's ``--`` is one its ``--help`` lists, and the supervisor's
+own options are the Docker mode's (trtis.serving.docker), so that the pod, the image and
+``start.sh --mode docker`` agree on where the server's state and health are. Run on the tiny
+repository (pod_runner: the supervisor running tritonserver, as the container does), it serves
+clients, keeps the admin APIs behind the key, and exports every metric the autoscaler rule and the
+dashboard name. test_kubernetes_pod.py runs the probes and the front door."""
 from __future__ import annotations
 
 import re
@@ -17,17 +21,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
 from detection import pipeline
-from rendered_manifests import (OVERLAYS, SCRAPE_LABELS, container_env, expanded_args, flags, named_queries, render,
-                                selectors, triton_container)
+from pod_runner import Pod, run_pod
+from rendered_manifests import (OVERLAYS, ROOT, SCRAPE_LABELS, SUPERVISOR_PROBE, expanded_args, flags, named_queries, render,
+                                selectors, supervised, triton_container)
 from tiny_models import texts
 from trt_client.client import Inference
-from trtis.serving import Ports, embedded, launcher
+from trtis.serving import docker, embedded
 
 ADMIN_KEY = secrets.token_hex(16)
 SECRETS = {("triton-admin", "key"): ADMIN_KEY}
-# What differs on this machine: where the repository and the backends are, and free local ports.
-HOST_FLAGS = ("--model-repository", "--backend-directory", "--cache-directory", "--http-address", "--http-port",
-              "--grpc-address", "--grpc-port", "--metrics-address", "--metrics-port")
 RESTRICTED_ERROR = "restricted"
 
 
@@ -41,49 +43,52 @@ def accepted_flags() -> set[str]:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_flag_is_one_the_bundled_tritonserver_accepts(overlay):
-    given = flags(expanded_args(triton_container(render(overlay)), SECRETS))
-    assert "--model-control-mode" in given and not set(given) - accepted_flags()
+    _, server = supervised(expanded_args(triton_container(render(overlay)), SECRETS))
+    given = flags(server)
+    assert {"--model-control-mode", "--backend-config", "--http-address", "--metrics-address"} <= set(given)
+    assert not set(given) - accepted_flags()
+
+
+def docker_mode_options() -> dict[str, str]:
+    """The supervisor's options in the Docker mode's ``docker run`` (start.sh --mode docker)."""
+    run = docker.command(ROOT / "model_repository", "127.0.0.1", 7000, 7001, 7002, shm_prefix="trtis_0123abcd_")
+    start = run.index("python3")
+    options, server = supervised(run[start:])
+    assert server[0] == "tritonserver"
+    return options
+
+
+def test_the_supervisor_keeps_its_state_and_health_where_the_docker_mode_does():
+    supervisor, _ = supervised(triton_container(render("cpu"))["args"])
+    assert supervisor["--state-file"] == docker.STATE_FILE
+    assert supervisor["--ready-url"] == docker.READY_URL
+    assert supervisor["--metrics-url"] == docker.METRICS_URL
+    shared = {"--state-file", "--ready-url", "--metrics-url"}
+    assert {k: v for k, v in docker_mode_options().items() if k in shared} == {k: supervisor[k] for k in shared}
+    # The probe the pod runs is the one docker.probe runs with docker exec.
+    probe = triton_container(render("cpu"))["readinessProbe"]["exec"]["command"]
+    assert probe == [*SUPERVISOR_PROBE, "--ready-url", docker.READY_URL, "--state-file", docker.STATE_FILE]
 
 
 @pytest.fixture(scope="module")
-def deployed(tiny, tmp_path_factory) -> Iterator[Ports]:
-    """The CPU overlay's command line and environment, run by the bundled binary on the tiny
-    repository; only the host-specific flags come from trtis.serving.embedded."""
-    container = triton_container(render("cpu"))
-    ports = Ports(launcher.free_port(), launcher.free_port(), launcher.free_port())
-    local = embedded.command(embedded.DEFAULT_HOME, tiny.root, "127.0.0.1", ports.http, ports.grpc, ports.metrics)
-    host = {name: value for name, value in flags(["tritonserver", *local[1:]]).items() if name in HOST_FLAGS}
-    command = [local[0], *(f"{n}={v}" for n, v in {**flags(expanded_args(container, SECRETS)), **host}.items())]
-    state = tmp_path_factory.mktemp("deployed")
-    log = state / launcher.LOG_FILE
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env={**embedded.environment(), **container_env(container, SECRETS)},
-                                   start_new_session=True)
-    (state / launcher.PID_FILE).write_text(str(process.pid))
-    try:
-        launcher.wait_ready("127.0.0.1", ports.http, 300, still_running=lambda: process.poll() is None)
-    except launcher.LaunchError as error:
-        launcher.stop(state)
-        pytest.fail(f"{error}; the server's log:\n{log.read_text(errors='replace')[-4000:]}")
-    try:
-        yield ports
-    finally:
-        launcher.stop(state)
+def deployed(tiny, tmp_path_factory) -> Iterator[Pod]:
+    """The CPU overlay's container command and environment on the tiny repository."""
+    with run_pod(tiny.root, tmp_path_factory.mktemp("deployed"), tmp_path_factory.mktemp("image"), SECRETS) as pod:
+        yield pod
 
 
 def test_clients_infer_through_the_deployment_command_line(deployed, tiny):
-    with Inference(f"127.0.0.1:{deployed.grpc}", tiny.ensemble) as runner:
+    with Inference(f"127.0.0.1:{deployed.ports.grpc}", tiny.ensemble) as runner:
         results = runner.run(input={"text": texts(1, 2.5, 40)})
     np.testing.assert_allclose(results["scores"], tiny.scores(texts(1, 2.5, 40)), rtol=1e-5, atol=1e-6)
 
 
 def test_admin_apis_need_the_key_and_the_client_apis_do_not(deployed, tiny):
-    http = httpclient.InferenceServerClient(f"127.0.0.1:{deployed.http}")
-    grpc = grpcclient.InferenceServerClient(f"127.0.0.1:{deployed.grpc}")
+    http_client = httpclient.InferenceServerClient(f"127.0.0.1:{deployed.ports.http}")
+    grpc = grpcclient.InferenceServerClient(f"127.0.0.1:{deployed.ports.grpc}")
     try:
         # gRPC takes the header under Triton's prefix for restricted protocols (docs/deployment.md).
-        for client, header, refused in ((http, "admin-key", "403"),
+        for client, header, refused in ((http_client, "admin-key", "403"),
                                         (grpc, "triton-grpc-protocol-admin-key", "StatusCode.UNAVAILABLE")):
             key, wrong = {header: ADMIN_KEY}, {header: ADMIN_KEY[::-1]}
             assert client.is_server_ready() and client.is_model_ready(tiny.ensemble)
@@ -96,15 +101,15 @@ def test_admin_apis_need_the_key_and_the_client_apis_do_not(deployed, tiny):
                 assert call(headers=key)
             with pytest.raises(InferenceServerException, match=RESTRICTED_ERROR):
                 client.unload_model(tiny.ensemble)
-        index = http.get_model_repository_index(headers={"admin-key": ADMIN_KEY})
+        index = http_client.get_model_repository_index(headers={"admin-key": ADMIN_KEY})
         assert {m["name"] for m in index} >= {tiny.ensemble, "tiny-text"}
     finally:
-        http.close()
+        http_client.close()
         grpc.close()
 
 
-def scrape(ports: Ports) -> dict[str, list]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{ports.metrics}/metrics", timeout=10) as response:
+def scrape(port: int) -> dict[str, list]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
         text = response.read().decode()
     return {family.name: family.samples for family in text_string_to_metric_families(text)}
 
@@ -118,12 +123,12 @@ def test_metrics_the_autoscaler_and_dashboard_name_are_exported(deployed, tiny):
     """Every series the adapter rule and the dashboard select is in the server's /metrics, with the
     labels they match on (Prometheus adds namespace and pod when it scrapes), and the rule's
     denominator counts pipeline requests: one per request to the ensemble, whatever its steps."""
-    before = scrape(deployed)
+    before = scrape(deployed.ports.metrics)
     sent = 5
-    with Inference(f"127.0.0.1:{deployed.grpc}", tiny.ensemble) as runner:
+    with Inference(f"127.0.0.1:{deployed.ports.grpc}", tiny.ensemble) as runner:
         for i in range(sent):
             runner.run(input={"text": texts(i, i + 1)})
-    after = scrape(deployed)
+    after = scrape(deployed.ports.metrics)
     checked = 0
     for source, query in named_queries().items():
         for selector in selectors(query):

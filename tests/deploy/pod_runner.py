@@ -1,0 +1,123 @@
+"""The pod's Triton container run here: the rendered container command (the supervisor running
+tritonserver), its environment and its probe command, with the bundled tritonserver binary.
+
+Only what must differ on this machine is substituted: ``python3`` is this interpreter; the
+tritonserver program is the bundled binary, with its repository, backend and cache folders and
+free local ports (gRPC on loopback); the state file is a temporary one; the shared-memory prefix a
+fresh one, in both places the pod names it. The image's PYTHONPATH (/opt/trtis) becomes the source
+tree for the supervisor, whose server runs the project's Python-based backends (they need the
+whole package; the image's native backends need none of it), and a copy of exactly the files the
+image holds (rendered_manifests.image_package) for the probe.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from rendered_manifests import (ROOT, container_env, expanded_args, flags, image_package, render, supervised,
+                                triton_container, with_port)
+from trtis.serving import Ports, embedded, launcher, process
+from trtis.serving.supervisor import read_state
+
+# What differs on this machine: where the repository and the backends are, and free local ports.
+# (--http-address and --metrics-address stay the pod's: loopback.)
+HOST_FLAGS = ("--model-repository", "--backend-directory", "--cache-directory", "--http-port",
+              "--grpc-address", "--grpc-port", "--metrics-port")
+
+
+@dataclass
+class Pod:
+    ports: Ports
+    state_dir: Path
+    shm_prefix: str
+    probe_command: list[str]
+    probe_env: dict[str, str]
+    supervisor: subprocess.Popen
+    log: Path
+
+    def probe(self) -> tuple[bool, str]:
+        """The pod's probe command, run as the kubelet runs it in the container: passed, and what it said."""
+        run = subprocess.run(self.probe_command, env=self.probe_env, capture_output=True, text=True, timeout=30)
+        return run.returncode == 0, (run.stdout + run.stderr).strip()
+
+    def state(self) -> dict:
+        return read_state(self.state_dir / launcher.STATE_FILE) or {}
+
+    def log_tail(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+def wait_for(condition, bound_s: float, still=lambda: True, every_s: float = 0.2) -> float | None:
+    """Seconds until ``condition()`` held (tried every ``every_s``), or None after ``bound_s`` or once
+    ``still()`` is false."""
+    began = time.monotonic()
+    while time.monotonic() - began < bound_s and still():
+        if condition():
+            return time.monotonic() - began
+        time.sleep(every_s)
+    return None
+
+
+def localized(args: list[str], pod_prefix: str, shm_prefix: str) -> list[str]:
+    """``args`` with the pod's shared-memory prefix replaced wherever it occurs: the supervisor's
+    --shm-prefix and tritonserver's --backend-config, nowhere else."""
+    assert sum(pod_prefix in arg for arg in args) == 2, "the prefix is named in exactly two places"
+    return [arg.replace(pod_prefix, shm_prefix) for arg in args]
+
+
+@contextlib.contextmanager
+def run_pod(repository: Path, state_dir: Path, image_dir: Path, secrets: dict[tuple[str, str], str],
+            overlay: str = "cpu", timeout: float = 300) -> Iterator[Pod]:
+    """The overlay's Triton container on ``repository`` until the ``with`` block ends; it is entered
+    once the pod's probe passes."""
+    container = triton_container(render(overlay))
+    ports = Ports(launcher.free_port(), launcher.free_port(), launcher.free_port())
+    supervisor, server = supervised(expanded_args(container, secrets))
+    prefix = process.new_shm_prefix()
+    local = embedded.command(embedded.DEFAULT_HOME, repository, "127.0.0.1", ports.http, ports.grpc, ports.metrics)
+    host = {name: value for name, value in flags(["tritonserver", *local[1:]]).items() if name in HOST_FLAGS}
+    options = {**supervisor, "--state-file": str(state_dir / launcher.STATE_FILE),
+               "--ready-url": with_port(supervisor["--ready-url"], ports.http),
+               "--metrics-url": with_port(supervisor["--metrics-url"], ports.metrics)}
+    command = localized([sys.executable, "-m", "trtis.serving.supervisor", "run",
+                         *(part for pair in options.items() for part in pair), "--",
+                         local[0], *(f"{n}={v}" for n, v in {**flags(server), **host}.items())],
+                        supervisor["--shm-prefix"], prefix)
+    env = {**embedded.environment(), **container_env(container, secrets), "PYTHONPATH": str(ROOT / "backend")}
+    probe = container["readinessProbe"]["exec"]["command"]
+    assert probe[0] == "python3"
+    probe_command = [sys.executable, *probe[1:]]
+    probe_command[probe_command.index(supervisor["--ready-url"])] = options["--ready-url"]
+    probe_command[probe_command.index(supervisor["--state-file"])] = options["--state-file"]
+    probe_env = {**os.environ, **container_env(container, secrets), "PYTHONPATH": str(image_package(image_dir))}
+    log = state_dir / launcher.LOG_FILE
+    with open(log, "wb") as out:
+        keeper = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                  start_new_session=True)
+    pod = Pod(ports, state_dir, prefix, probe_command, probe_env, keeper, log)
+    try:
+        started = time.monotonic()
+        # Triton's readiness first (cheap), then the probe command, which also needs the supervisor's word.
+        launcher.wait_ready("127.0.0.1", ports.http, timeout, still_running=lambda: keeper.poll() is None)
+        if wait_for(lambda: pod.probe()[0], 30, still=lambda: keeper.poll() is None, every_s=0.5) is None:
+            raise launcher.LaunchError(f"the pod's probe did not pass: {pod.probe()[1]}")
+        print(f"\npod ({repository.name}): the probe passed {time.monotonic() - started:.1f} s after the start")
+    except launcher.LaunchError as error:
+        launcher.stop(state_dir)
+        if keeper.poll() is None:
+            keeper.kill()
+        keeper.wait()
+        raise AssertionError(f"{error}; the log:\n{pod.log_tail()}") from error
+    try:
+        yield pod
+    finally:
+        launcher.stop(state_dir)
+        if keeper.poll() is None:
+            keeper.kill()
+        keeper.wait()
