@@ -21,6 +21,14 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
 
+def _detached(error: BaseException) -> BaseException:
+    """``error`` without its traceback and context: through them it holds the gRPC call, and the
+    call holds the channel, which goes on reconnecting, even closed, while an error (or a reference
+    cycle through one) is kept. The message keeps what they said."""
+    error.__traceback__ = error.__context__ = error.__cause__ = None
+    return error
+
+
 class Inference(InferenceState):
     """See ``trt_client.client.Inference`` (same arguments); every call is a coroutine. Use
     ``async with`` or ``await Inference(...).connect()`` before the first request."""
@@ -61,13 +69,13 @@ class Inference(InferenceState):
             try:
                 reply = await getattr(self._client, step.method)(**step.kwargs)
             except InferenceServerException as error:
-                failure = error
+                failure = _detached(error)
 
     async def _call(self, call: Call, input_id: Any = None) -> Any:
         try:
             return await getattr(self._client, call.method)(**call.kwargs)
         except InferenceServerException as error:
-            raise self.translated(error, input_id) from None
+            raise self.translated(_detached(error), input_id) from None
 
     async def server_live(self) -> bool:
         self.connected()
@@ -107,7 +115,7 @@ class Inference(InferenceState):
         try:
             result = await getattr(self._client, call.method)(**call.kwargs)
         except Exception as error:  # noqa: BLE001 - delivered to get()
-            failure = error
+            failure = _detached(error)
         finally:
             self._slots.release()
         await self._finished.put((input_id, self.outcome(result, failure, input_id)))

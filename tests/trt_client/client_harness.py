@@ -1,7 +1,7 @@
 """What the client tests share: an adapter that drives the threaded or the asyncio client the
 same way (so one suite runs against both), a small echo model, real images that end in NUL
-bytes, certificates made with openssl, and tritonserver started with flags that ``serve`` does
-not pass (TLS, restricted APIs)."""
+bytes, certificates made with openssl, tritonserver started with flags that ``serve`` does
+not pass (TLS, restricted APIs), and killed as a crash would kill it."""
 from __future__ import annotations
 
 import asyncio
@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -84,10 +85,11 @@ def one(value) -> dict:
     return {"text": np.array([str(value).encode()], dtype=bytes)}
 
 
-def echo_model(name: str = "echo", delay_ms: int = 0) -> repository.Model:
+def echo_model(name: str = "echo", delay_ms: int = 0, load_delay_ms: int = 0) -> repository.Model:
     """A Python model that answers each item of ``data`` with itself and its length, after
-    ``delay_ms`` per request."""
-    echo = config.model_config(name, backend="python", max_batch_size=8, parameters={"delay_ms": delay_ms},
+    ``delay_ms`` per request; it takes ``load_delay_ms`` more to load."""
+    echo = config.model_config(name, backend="python", max_batch_size=8,
+                               parameters={"delay_ms": delay_ms, "load_delay_ms": load_delay_ms},
                                inputs=[config.Tensor("data", "BYTES", [1])],
                                outputs=[config.Tensor("echo", "BYTES", [1]), config.Tensor("length", np.int64, [1])])
     return repository.Model(echo, (HERE / "echo" / "model.py").read_bytes())
@@ -155,6 +157,37 @@ def tritonserver(repository_root: Path, extra_flags: list[str], state: Path) -> 
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def _running(status: Path) -> bool:
+    """Dead processes are gone, or zombies (until their parent reaps them); either way their sockets are closed."""
+    try:
+        return status.read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def kill_tritonserver(grpc_port: int, group: bool = True) -> None:
+    """SIGKILL the tritonserver listening on ``grpc_port``, as a crash or an OOM kill would: with its
+    process group (its supervisor and backend processes, so nothing starts it again), or with
+    ``group=False`` alone (its supervisor starts it again on the same ports)."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            arguments = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if arguments[0].endswith(b"tritonserver") and f"--grpc-port={grpc_port}".encode() in arguments:
+            pid = int(cmdline.parent.name)
+            if group:
+                os.killpg(os.getpgid(pid), signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
+            status = cmdline.parent / "stat"
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and _running(status):
+                time.sleep(0.01)
+            return
+    raise AssertionError(f"no tritonserver listens on gRPC port {grpc_port}")
 
 
 def _openssl(*args: str, cwd: Path) -> None:

@@ -3,8 +3,10 @@ its own TLS and ``--grpc-restricted-protocol`` flags and certificates this test 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -78,18 +80,30 @@ def test_plain_grpc_to_a_tls_server_suggests_tls(clients, secure_server):
         clients.open(secure_server.grpc_url, "echo", headers=KEY, connect_attempts=2, retry_interval=0.1)
 
 
-def test_mutual_tls_needs_a_client_certificate_from_the_servers_ca(clients, mutual_server, certificates):
+def test_mutual_tls_with_a_client_certificate_from_the_servers_ca(clients, mutual_server, certificates):
     ca = certificates["ca.pem"]
     runner = clients.open(mutual_server.grpc_url, "echo", ssl=True, root_certificates=ca,
                           private_key=certificates["client.key"], certificate_chain=certificates["client.pem"])
     assert runner.run(input={"data": [b"a", b"bc"]})["length"].tolist() == [[1], [2]]
-    with pytest.raises(ServerUnreachable, match="certificate_chain for mutual TLS"):
-        clients.open(mutual_server.grpc_url, "echo", ssl=True, root_certificates=ca, connect_attempts=2,
-                     retry_interval=0.1)
-    with pytest.raises(ServerUnreachable):
-        clients.open(mutual_server.grpc_url, "echo", ssl=True, root_certificates=ca, connect_attempts=2,
-                     retry_interval=0.1, private_key=certificates["stranger.key"],
-                     certificate_chain=certificates["stranger.pem"])
+
+
+def test_a_missing_or_refused_client_certificate_is_named_and_not_retried(clients, mutual_server, certificates):
+    """The server closes the connection after the handshake: the error says why and what to pass,
+    suggests nothing already set (ssl=True), and comes at once (100 attempts would take 99 s)."""
+    tls = {"ssl": True, "root_certificates": certificates["ca.pem"], "connect_attempts": 100, "retry_interval": 1.0}
+    started = time.monotonic()
+    expected = re.escape("requires a client certificate (mutual TLS)") + ".*" + re.escape(
+        "pass private_key and certificate_chain (trt-client --private-key, --certificate-chain)")
+    with pytest.raises(TlsFailed, match=expected) as missing:
+        clients.open(mutual_server.grpc_url, "echo", **tls)
+    stranger = certificates["stranger.pem"]
+    with pytest.raises(TlsFailed, match=f"refused the client certificate {re.escape(str(stranger))} .*signed by the "
+                                        "CA it trusts for clients") as refused:
+        clients.open(mutual_server.grpc_url, "echo", private_key=certificates["stranger.key"],
+                     certificate_chain=stranger, **tls)
+    assert time.monotonic() - started < 30, "a refused client certificate was retried"
+    for error in (missing.value, refused.value):
+        assert "ssl=True" not in str(error) and "start it with" not in str(error), error
 
 
 @pytest.mark.parametrize("settings, expected", [

@@ -4,17 +4,14 @@ back on its address is used again."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
 from contextlib import ExitStack
-from pathlib import Path
 
 import tritonclient.grpc as grpcclient
 
-from client_harness import one
+from client_harness import kill_tritonserver, one
 from trtis.serving import serve
 from trt_client import client
 from trt_client.errors import ServerUnreachable, TrtClientError
@@ -29,32 +26,6 @@ def served(url: str, model: str = MODEL) -> int:
     with grpcclient.InferenceServerClient(url) as statistics:
         stats = statistics.get_inference_statistics(model, as_json=True)["model_stats"]
     return sum(int(s["inference_stats"]["success"].get("count", 0)) for s in stats)
-
-
-def _running(status: Path) -> bool:
-    """Dead processes are gone, or zombies (until serve() reaps them); either way their sockets are closed."""
-    try:
-        return status.read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def kill_tritonserver(grpc_port: int) -> None:
-    """SIGKILL the tritonserver listening on ``grpc_port`` with its process group (its backend
-    processes), as a crash or an OOM kill would."""
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            arguments = cmdline.read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if arguments[0].endswith(b"tritonserver") and f"--grpc-port={grpc_port}".encode() in arguments:
-            os.killpg(os.getpgid(int(cmdline.parent.name)), signal.SIGKILL)
-            status = cmdline.parent / "stat"
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and _running(status):
-                time.sleep(0.01)
-            return
-    raise AssertionError(f"no tritonserver listens on gRPC port {grpc_port}")
 
 
 def across_a_kill(runner, request, first: int, kill) -> tuple[dict, set]:
@@ -102,6 +73,7 @@ def test_two_replicas_balanced_one_killed_mid_run_then_back(clients, tiny, tmp_p
         assert not failed, f"retry_unavailable is on by default, yet requests failed: {failed}"
         assert served(a.grpc_url) - before["a"] >= DURING - KILL_AT, "the survivor did not take the later requests"
 
+        b.stop()  # what the kill left: the HTTP front door (its own process group) holds two of b's ports
         with serve(tiny.root, ports=b.ports):  # the replica comes back on its address
             deadline, sent = time.monotonic() + 60, 0
             while served(b.grpc_url) == 0 and time.monotonic() < deadline:

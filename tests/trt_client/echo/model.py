@@ -1,6 +1,7 @@
 """A Triton Python model that answers each item of ``data`` (BYTES) with the item itself and its
 length: the server's own view of the bytes a client sent, to check that none were lost. The
-config's ``delay_ms`` parameter makes it slow, for requests that stay in flight."""
+config's ``delay_ms`` parameter makes it slow, for requests that stay in flight; ``load_delay_ms``
+makes it slow to load, as a real model is, for a server that takes a while to come back."""
 import json
 import time
 
@@ -12,6 +13,7 @@ class TritonPythonModel:
     def initialize(self, args):
         parameters = json.loads(args["model_config"]).get("parameters", {})
         self.delay = float(parameters.get("delay_ms", {}).get("string_value", "0")) / 1000
+        time.sleep(float(parameters.get("load_delay_ms", {}).get("string_value", "0")) / 1000)
 
     def execute(self, requests):
         responses = []
