@@ -4,13 +4,17 @@ the server's memory stays bounded, and the next ordinary request is answered."""
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 import pytest
+import tritonclient.http as triton_http
+from tritonclient.utils import InferenceServerException
 
 from trtis import config, repository
 from trtis.serving import launcher, process, serve
-from trtis.serving.burst import send_all
+from trtis.repository import read_configs
+from trtis.serving.burst import send_all, without_queue_bounds
 
 SLOW = b'''import time
 
@@ -65,9 +69,39 @@ def test_what_the_queue_cannot_hold_is_refused_as_overloaded_and_the_server_goes
     assert server_memory(server) - before < 300 * 2 ** 20  # 40 requests of 4 MB: refused ones are not kept
 
 
+def test_over_http_through_the_front_door_a_full_queue_is_503(server):
+    def one(answers: list) -> None:
+        client = triton_http.InferenceServerClient(server.http_url)
+        data = triton_http.InferInput("data", [1, ELEMENTS], "FP32")
+        data.set_data_from_numpy(request()["data"])
+        try:
+            client.infer("slow", [data])
+            answers.append("ok")
+        except InferenceServerException as error:
+            answers.append(f"{error.status()} {error.message()}")
+        finally:
+            client.close()
+
+    answers: list[str] = []
+    threads = [threading.Thread(target=one, args=(answers,)) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    refused = [a for a in answers if a != "ok"]
+    assert len(answers) == 20 and refused and all(a.startswith("503 ") and "maximum queue size" in a for a in refused)
+
+
 def test_a_request_that_waited_past_the_queue_timeout_is_refused_not_run_late(server):
     answers = send_all(server.grpc_url, "slow-short-wait", [request() for _ in range(QUEUE + MAX_BATCH)])
     assert {outcome for _, outcome, _ in answers} <= {"ok", "Overloaded"}, answers
     # 0.5 s in the queue behind batches of 0.3 s: the last ones wait longer (a batch may start late and
     # leave one request a full queue).
     assert any(message == "Request timeout expired" for _, _, message in answers), answers
+
+
+def test_the_baseline_copy_queues_without_end_and_leaves_the_repository_as_it_was(tmp_path):
+    repository.write_repository(tmp_path / "bounded", [slow_model("slow", 60_000_000)])
+    copy = without_queue_bounds(tmp_path / "bounded", tmp_path / "copy")
+    assert not read_configs(copy)["slow"].dynamic_batching.HasField("default_queue_policy")
+    assert read_configs(tmp_path / "bounded")["slow"].dynamic_batching.default_queue_policy.max_queue_size == QUEUE

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -23,10 +25,12 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from trt_client.errors import translate
+from trtis import config
 from trtis.bench.inputs import Request, model_inputs, requests_for
 from trtis.bench.load import percentiles
+from trtis.repository import read_configs
 from trtis.serving import launcher, process, serve
-from trtis.serving.soak import MIB, MemorySampler
+from trtis.serving.soak import MIB, MemorySampler, write_report
 
 
 def shared_memory_bytes(shm_prefix: str) -> int:
@@ -67,11 +71,30 @@ def send_all(url: str, model: str, requests: list[Request],
     return answers
 
 
+def _by_message(answers: list[tuple[float, str, str]]) -> dict[str, list[float]]:
+    """The seconds to each refusal, by the server's message (a full queue, a queue timeout...)."""
+    found: dict[str, list[float]] = {}
+    for seconds, outcome, message in answers:
+        if outcome != "ok":
+            found.setdefault(message.split("] ")[-1], []).append(seconds)
+    return found
+
+
 def _memory(sampler: MemorySampler, before: dict[str, int], after: dict[str, int]) -> list[dict]:
     names = sorted(set(before) | set(after) | {n for _, sample in sampler.samples for n in sample})
     return [{"process": name, "before_mib": round(before.get(name, 0) / MIB, 1),
              "peak_mib": round(max([s.get(name, 0) for _, s in sampler.samples] + [after.get(name, 0)]) / MIB, 1),
              "after_mib": round(after.get(name, 0) / MIB, 1)} for name in names]
+
+
+def without_queue_bounds(repository: Path, copy: Path) -> Path:
+    """A copy of ``repository`` whose models queue without end (Triton's default): the burst's baseline."""
+    shutil.copytree(repository, copy, symlinks=True)
+    for name, model in read_configs(copy).items():
+        if model.HasField("dynamic_batching"):
+            model.dynamic_batching.ClearField("default_queue_policy")
+            (copy / name / "config.pbtxt").write_text(config.to_text(model))
+    return copy
 
 
 def burst(repository: Path, model: str, files: list[Path], good: Path, count: int, settle_s: float = 5.0) -> dict:
@@ -110,7 +133,9 @@ def burst(repository: Path, model: str, files: list[Path], good: Path, count: in
     refused = [seconds for seconds, outcome, _ in answers if outcome != "ok"]
     taken = [seconds for seconds, outcome, _ in answers if outcome == "ok"]
     return {"model": model, "count": count, "requests": described, "burst_s": round(burst_s, 2),
-            "outcomes": dict(outcomes), "messages": {outcome: message for _, outcome, message in answers if message},
+            "outcomes": dict(outcomes),
+            "refusals": {message: {"count": len(times), "max_ms": round(max(times) * 1000, 1)}
+                         for message, times in _by_message(answers).items()},
             "refused_ms": percentiles(refused) | {"max": round(max(refused, default=0) * 1000, 1)},
             "answered_ms": percentiles(taken) | {"max": round(max(taken, default=0) * 1000, 1)},
             "good_after_ms": round(good_s * 1000, 1), "good_after_outcome": good_outcome,
@@ -123,10 +148,13 @@ def markdown(report: dict) -> str:
     outcomes = ", ".join(f"{n} {name}" for name, n in sorted(report["outcomes"].items()))
     shm = report["shared_memory_mib"]
     lines = [f"Burst of {report['count']} requests to `{report['model']}` ({report['requests']}), sent at once: "
-             f"{outcomes}; all answered in {report['burst_s']} s. Refusals came after p50 {report['refused_ms']['p50_ms']} ms, "
-             f"at most {report['refused_ms']['max']} ms; answers after at most {report['answered_ms']['max']} ms. "
+             f"{outcomes}; all answered in {report['burst_s']} s. "
+             + (f"Refusals came after p50 {report['refused_ms']['p50_ms']} ms, at most {report['refused_ms']['max']} ms; "
+                if report["refusals"] else "None was refused; ")
+             + f"answers after at most {report['answered_ms']['max']} ms. "
              f"An ordinary request sent after it: {report['good_after_outcome']} in {report['good_after_ms']} ms. "
              f"Python-backend shared memory: {shm['before']} MiB before, {shm['peak']} at the peak, {shm['after']} after.",
+             *(f"- {row['count']} x {message!r}, the last after {row['max_ms']} ms" for message, row in report["refusals"].items()),
              "", "| process | before (MiB) | peak (MiB) | after (MiB) |", "| --- | ---: | ---: | ---: |"]
     lines += [f"| {row['process']} | {row['before_mib']} | {row['peak_mib']} | {row['after_mib']} |" for row in report["memory"]]
     return "\n".join(lines) + "\n"
@@ -139,14 +167,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--files", type=Path, nargs="+", required=True, help="the burst's input files, in turn")
     parser.add_argument("--good", type=Path, required=True, help="an ordinary input, sent before and after the burst")
     parser.add_argument("--count", type=int, default=100, help="requests in the burst")
+    parser.add_argument("--without-queue-bounds", action="store_true",
+                        help="serve a copy whose models queue without end (Triton's default), for comparison")
     parser.add_argument("--report", type=Path, default=Path("reports/burst.json"))
     args = parser.parse_args(argv)
-    report = burst(args.model_repository, args.model, args.files, args.good, args.count)
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text(json.dumps(report, indent=1))
-    args.report.with_suffix(".md").write_text(markdown(report))
-    print(markdown(report), end="")
-    print(f"Report: {args.report} and {args.report.with_suffix('.md')}")
+    with tempfile.TemporaryDirectory() as scratch:
+        served = without_queue_bounds(args.model_repository, Path(scratch) / "repository") \
+            if args.without_queue_bounds else args.model_repository
+        report = burst(served, args.model, args.files, args.good, args.count)
+    write_report(args.report, report, markdown(report))
     return 0
 
 

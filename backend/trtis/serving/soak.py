@@ -142,6 +142,15 @@ def soak(repository: Path, model: str, files: list[Path], minutes: float, concur
             "memory_series_mib": sampler.series(began)}
 
 
+def write_report(path: Path, report: dict, text: str) -> None:
+    """The report as JSON at ``path``, its Markdown ``text`` beside it and on the terminal."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1))
+    path.with_suffix(".md").write_text(text)
+    print(text, end="")
+    print(f"Report: {path} and {path.with_suffix('.md')}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trtis.serving.soak", description=__doc__.split("\n")[0])
     parser.add_argument("--model-repository", type=Path, required=True)
@@ -158,11 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     report = soak(args.model_repository, args.model, args.files, args.minutes, args.concurrency, args.warmup,
                   args.interval, args.kill_every)
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text(json.dumps(report, indent=1))
-    args.report.with_suffix(".md").write_text(markdown(report))
-    print(markdown(report), end="")
-    print(f"Report: {args.report} and {args.report.with_suffix('.md')}")
+    write_report(args.report, report, markdown(report))
     return 0
 
 

@@ -146,6 +146,7 @@ class Supervisor:
         self.watch = watch
         self.server: subprocess.Popen | None = None
         self.proxy: subprocess.Popen | None = None
+        self.proxy_workers: list[process.ProcessId] = []  # nginx's workers, ended with their master
         self.stopping = threading.Event()
         self.state = {"supervisor": process.identify(os.getpid()).to_json(), "server": None, "proxy": None,
                       "shm_prefix": watch.shm_prefix, "ready_url": watch.ready_url, "status": "starting",
@@ -206,15 +207,19 @@ class Supervisor:
 
     def _keep_proxy(self) -> None:
         """Start the front door, or start it again when it exited (Triton keeps running meanwhile)."""
-        if self.watch.proxy is None or (self.proxy is not None and self.proxy.poll() is None):
+        if self.watch.proxy is None:
+            return
+        if self.proxy is not None and self.proxy.poll() is None:
+            if not any(worker.alive() for worker in self.proxy_workers):
+                self.proxy_workers = [w for pid in process.children(self.proxy.pid) if (w := process.identify(pid))]
             return
         if self.proxy is not None:
             log.error("the HTTP front door (nginx pid %d) exited with code %s: starting it again",
                       self.proxy.pid, self.proxy.returncode)
-            _end_group(self.proxy.pid)
+            process.end(self.proxy_workers, grace=0)  # a master killed -9 leaves its workers holding the ports
             self.stopping.wait(POLL_S)  # one that dies at once is not restarted in a tight loop
-        # Its own process group: workers outlive a master killed -9 and hold the ports.
-        self.proxy = subprocess.Popen(front_door.command(*self.watch.proxy), stdin=subprocess.DEVNULL, process_group=0)
+        self.proxy = subprocess.Popen(front_door.command(*self.watch.proxy), stdin=subprocess.DEVNULL)
+        self.proxy_workers = []
         found = process.identify(self.proxy.pid)
         self._update(proxy=found.to_json() if found else None)
 
@@ -315,22 +320,13 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 self.proxy.kill()
                 self.proxy.wait()
-        if self.proxy is not None:
-            _end_group(self.proxy.pid)
+        process.end(self.proxy_workers, grace=0)
         self._end_server(grace)
         if code == 0:
             self.watch.state_file.unlink(missing_ok=True)
         else:
             self._update(status=status, server=None)
         return code
-
-
-def _end_group(leader: int) -> None:
-    """Kill what is left of a process group (nginx's workers, once their master is gone)."""
-    try:
-        os.killpg(leader, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _large_stack() -> None:
