@@ -53,14 +53,18 @@ def server(echo_repository, tmp_path_factory):
         yield server
 
 
-def post(port: int, path: str, body, headers: dict) -> tuple[int, bytes]:
+def post(port: int, path: str, body, headers: dict, method: str = "POST") -> tuple[int, bytes]:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
-        connection.request("POST", path, body=body, headers=headers, encode_chunked="Transfer-Encoding" in headers)
+        connection.request(method, path, body=body, headers=headers, encode_chunked="Transfer-Encoding" in headers)
         response = connection.getresponse()
         return response.status, response.read()
     finally:
         connection.close()
+
+
+def get(port: int, path: str) -> tuple[int, bytes]:
+    return post(port, path, None, {}, method="GET")
 
 
 def triton_port(server) -> int:
@@ -131,9 +135,20 @@ def test_without_nginx_http_stays_on_loopback_and_says_so(echo_repository, tmp_p
     assert "nginx is not installed" in caplog.text and "127.0.0.1 only" in caplog.text
 
 
+def test_the_supervisors_flag_holds_readiness_at_the_door_and_only_readiness(server):
+    conf = server.state_dir / "nginx" / "nginx.conf"
+    front_door.set_not_ready(conf, "a test's reason")
+    try:
+        assert get(server.ports.http, "/v2/health/ready")[0] == 503
+        assert get(server.ports.http, "/v2/health/live")[0] == 200 and served(server).shape == (2, 4)
+    finally:
+        front_door.set_not_ready(conf, None)
+    assert get(server.ports.http, "/v2/health/ready")[0] == 200
+
+
 def test_a_nearly_full_dev_shm_keeps_the_server_from_reporting_ready(echo_repository, tmp_path):
     """Triton reports ready while the Python backend cannot grow its shared memory; the supervisor's
-    check (a floor above what /dev/shm has free) holds readiness at the door, and the start says why."""
+    check (a floor above what /dev/shm has free) holds the server not ready, and the start says why."""
     with pytest.raises(launcher.LaunchError, match="/dev/shm has .* MB free"):
         with serve(echo_repository, state_dir=tmp_path, supervision=Supervision(shm_floor_mb=1 << 30)):
             pass

@@ -9,6 +9,7 @@ import sys
 import time
 from contextlib import ExitStack
 
+import pytest
 import tritonclient.grpc as grpcclient
 
 from client_harness import kill_tritonserver, one
@@ -49,6 +50,9 @@ def across_a_kill(runner, request, first: int, kill) -> tuple[dict, set]:
     return outcomes, set(range(first, first + KILL_AT))
 
 
+# Balancing and the retry are the gRPC channel's, set by core.Options.channel_args for both clients
+# alike: one run, with the threaded client (CI time).
+@pytest.mark.parametrize("clients", ["threads"], indirect=True)
 def test_two_replicas_balanced_one_killed_mid_run_then_back(clients, tiny, tmp_path):
     with ExitStack() as servers:
         a, b = (servers.enter_context(serve(tiny.root)) for _ in range(2))

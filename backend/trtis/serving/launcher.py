@@ -329,12 +329,14 @@ def _start_claimed(mode: str, repository: Path, host: str, ports: Ports, state_d
 
 def _wait_supervisor_ready(state_file: Path, timeout: float = 10) -> None:
     """Return once the supervisor has seen the server ready too (it polls every 0.2 s), so that
-    ``--health`` right after a start does not catch it still saying "starting"."""
-    from trtis.serving.supervisor import read_state
-
+    ``--health`` right after a start does not catch it still saying "starting"; raise when it holds
+    the server not ready for a fault Triton does not see (a nearly full /dev/shm)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and (read_state(state_file) or {}).get("status") != "ready":
         time.sleep(0.1)
+    shortage = (read_state(state_file) or {}).get("shm_shortage")
+    if shortage:
+        raise LaunchError(f"the server is not ready: {shortage}")
 
 
 LOOPBACK = "127.0.0.1"
