@@ -70,6 +70,9 @@ CPU_QUEUE_DELAY_US = 0
 # (docs/security.md); on a GPU enough for the benchmarks' 256 requests in flight.
 CPU_QUEUE_BATCHES = 2
 GPU_QUEUE_SIZE = 512
+# How long a request may wait in a CPU model's queue: a batch of the network at input 512 takes
+# seconds on a few cores, so the library's 10 s would refuse requests of an ordinary evaluation.
+CPU_QUEUE_TIMEOUT_US = 60_000_000
 HALF_INPUT = ("compiled", "torchscript")  # the network formats that cast their input to FP16 themselves
 RAW_INPUT = config.Tensor(pipeline.RAW_IMAGE, np.object_, [1])  # what clients send: one encoded image
 
@@ -174,10 +177,12 @@ def image_dtype(options: Options) -> type:
 
 def batching_for(on_gpu: bool, gpu_delay_us: int, max_batch_size: int) -> config.DynamicBatching:
     """A model's dynamic batching: on a GPU a short wait fills batches; on the CPU none (CPU_QUEUE_DELAY_US).
-    Its queue holds GPU_QUEUE_SIZE requests on a GPU, CPU_QUEUE_BATCHES batches on the CPU; more are refused."""
+    Its queue holds GPU_QUEUE_SIZE requests on a GPU, CPU_QUEUE_BATCHES batches on the CPU (for up to
+    CPU_QUEUE_TIMEOUT_US); more are refused."""
     if on_gpu:
         return config.DynamicBatching(max_queue_delay_us=gpu_delay_us, max_queue_size=GPU_QUEUE_SIZE)
-    return config.DynamicBatching(max_queue_delay_us=CPU_QUEUE_DELAY_US, max_queue_size=CPU_QUEUE_BATCHES * max_batch_size)
+    return config.DynamicBatching(max_queue_delay_us=CPU_QUEUE_DELAY_US, max_queue_size=CPU_QUEUE_BATCHES * max_batch_size,
+                                  queue_timeout_us=CPU_QUEUE_TIMEOUT_US)
 
 
 def fused(options: Options) -> bool:
