@@ -17,7 +17,9 @@ backend process that is stopped (SIGSTOP, a debugger) counts as dead within a se
 alive but answers nothing counts as hung once a model has requests waiting and has finished none
 of them for ``--hang-timeout`` seconds (Triton's own counters at the metrics URL, so a busy server
 is never taken for a hung one). With ``--proxy-conf`` it also keeps the HTTP front door (nginx,
-``trtis.serving.front_door``) running, restarting it alone when it exits.
+``trtis.serving.front_door``) running, restarting it alone when it exits. It makes the Python
+backend's /dev/shm regions readable by their owner alone, and holds the server not ready (its state,
+``probe``, the door's readiness) while /dev/shm has less than ``--shm-floor-mb`` free.
 
     python -m trtis.serving.supervisor run --state-file F --ready-url URL --shm-prefix P [--metrics-url URL]
         [--proxy-binary NGINX --proxy-conf CONF] -- tritonserver ...
