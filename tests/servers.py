@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,3 +45,15 @@ class StartScript:
 
 def start_script(repository: Path, state_dir: Path) -> StartScript:
     return StartScript(Path(repository), Path(state_dir), free_port(), free_port(), free_port())
+
+
+def wait_until(condition: Callable[[], object], timeout: float, step: float = 0.1,
+               still: Callable[[], bool] = lambda: True) -> float | None:
+    """Seconds until ``condition()`` held (tried every ``step``), or None after ``timeout`` or once
+    ``still()`` is false."""
+    began = time.monotonic()
+    while time.monotonic() - began < timeout and still():
+        if condition():
+            return time.monotonic() - began
+        time.sleep(step)
+    return None

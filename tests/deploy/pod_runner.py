@@ -22,6 +22,7 @@ from pathlib import Path
 
 from rendered_manifests import (ROOT, container_env, expanded_args, flags, image_package, render, supervised,
                                 triton_container, with_port)
+from servers import wait_until
 from trtis.serving import Ports, embedded, launcher, process
 from trtis.serving.supervisor import read_state
 
@@ -51,17 +52,6 @@ class Pod:
 
     def log_tail(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
-
-
-def wait_for(condition, bound_s: float, still=lambda: True, every_s: float = 0.2) -> float | None:
-    """Seconds until ``condition()`` held (tried every ``every_s``), or None after ``bound_s`` or once
-    ``still()`` is false."""
-    began = time.monotonic()
-    while time.monotonic() - began < bound_s and still():
-        if condition():
-            return time.monotonic() - began
-        time.sleep(every_s)
-    return None
 
 
 def localized(args: list[str], pod_prefix: str, shm_prefix: str) -> list[str]:
@@ -105,7 +95,7 @@ def run_pod(repository: Path, state_dir: Path, image_dir: Path, secrets: dict[tu
         started = time.monotonic()
         # Triton's readiness first (cheap), then the probe command, which also needs the supervisor's word.
         launcher.wait_ready("127.0.0.1", ports.http, timeout, still_running=lambda: keeper.poll() is None)
-        if wait_for(lambda: pod.probe()[0], 30, still=lambda: keeper.poll() is None, every_s=0.5) is None:
+        if wait_until(lambda: pod.probe()[0], 30, step=0.5, still=lambda: keeper.poll() is None) is None:
             raise launcher.LaunchError(f"the pod's probe did not pass: {pod.probe()[1]}")
         print(f"\npod ({repository.name}): the probe passed {time.monotonic() - started:.1f} s after the start")
     except launcher.LaunchError as error:

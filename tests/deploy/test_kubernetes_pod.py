@@ -24,7 +24,8 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
-from pod_runner import Pod, run_pod, wait_for
+from pod_runner import Pod, run_pod
+from servers import wait_until
 from rendered_manifests import FRONT_DOOR_CONF, front_door_container, render
 from trtis import config, repository
 from trtis.serving import front_door, launcher, process, supervisor
@@ -85,13 +86,13 @@ def fault(pod: Pod, harm, pid: int) -> tuple[float, float, str]:
         failures.append(said)
         return not ok
 
-    assert wait_for(failing, PROBE_BOUND_S, every_s=0.1) is not None, \
+    assert wait_until(failing, PROBE_BOUND_S, step=0.1) is not None, \
         f"the probe still passed {PROBE_BOUND_S} s after the fault; the log:\n{pod.log_tail()}"
     failed = time.monotonic() - harmed_at  # when the first failing probe answered
     ready_url = pod.probe_command[pod.probe_command.index("--ready-url") + 1]
     state_file = Path(pod.probe_command[pod.probe_command.index("--state-file") + 1])
-    assert wait_for(lambda: supervisor.probe(ready_url, state_file) is None and pod.probe()[0], HEAL_BOUND_S,
-                    still=lambda: pod.supervisor.poll() is None, every_s=0.25) is not None, \
+    assert wait_until(lambda: supervisor.probe(ready_url, state_file) is None and pod.probe()[0], HEAL_BOUND_S,
+                      step=0.25, still=lambda: pod.supervisor.poll() is None) is not None, \
         f"the probe did not pass again within {HEAL_BOUND_S} s: {pod.probe()[1]}\n{pod.log_tail()}"
     healed = time.monotonic() - harmed_at
     assert pod.state()["restarts"] == restarts + 1, "the supervisor restarted the server, once"
@@ -165,8 +166,8 @@ def door(pod, tmp_path_factory) -> Iterator[Door]:
         nginx = subprocess.Popen(local, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                  start_new_session=True)
     try:
-        listening = wait_for(lambda: launcher._listening("127.0.0.1", http_port)
-                             and launcher._listening("127.0.0.1", metrics_port), 10, still=lambda: nginx.poll() is None)
+        listening = wait_until(lambda: launcher._listening("127.0.0.1", http_port)
+                               and launcher._listening("127.0.0.1", metrics_port), 10, still=lambda: nginx.poll() is None)
         assert listening is not None, log.read_text()
         yield Door(http_port, metrics_port, nginx)
     finally:

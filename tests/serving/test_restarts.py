@@ -15,7 +15,7 @@ import pytest
 import tritonclient.grpc as triton_grpc
 from tritonclient.utils import InferenceServerException
 
-from servers import START, start_script
+from servers import START, start_script, wait_until
 from trtis import config, repository
 from trtis.serving import launcher, process, serve, supervisor
 from trtis.serving.supervisor import RestartPolicy, Supervision
@@ -34,16 +34,6 @@ class TritonPythonModel:
 
 def state(state_dir) -> dict:
     return json.loads((state_dir / launcher.STATE_FILE).read_text())
-
-
-def wait_until(condition, timeout: float, step: float = 0.1) -> float | None:
-    """Seconds until ``condition()`` held, or None when it did not within ``timeout``."""
-    began = time.monotonic()
-    while time.monotonic() - began < timeout:
-        if condition():
-            return time.monotonic() - began
-        time.sleep(step)
-    return None
 
 
 def is_ready(server) -> bool:

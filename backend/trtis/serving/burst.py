@@ -35,7 +35,7 @@ from trtis.serving.soak import MIB, MemorySampler, write_report
 
 def shared_memory_bytes(shm_prefix: str) -> int:
     """The size of the server's Python-backend regions in /dev/shm (what they took, not what is touched)."""
-    return sum(region.stat().st_size for region in process.SHM.glob(f"{shm_prefix}*") if region.is_file())
+    return sum(region.stat().st_size for region in process.regions(shm_prefix))
 
 
 def _infer_inputs(request: Request) -> list[grpcclient.InferInput]:

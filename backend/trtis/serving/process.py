@@ -192,10 +192,15 @@ def end_stubs(shm_prefix: str) -> int:
     return len(found)
 
 
+def regions(shm_prefix: str) -> list[Path]:
+    """The server's Python-backend shared-memory regions in /dev/shm."""
+    return list(SHM.glob(f"{_checked_prefix(shm_prefix)}*"))
+
+
 def make_regions_private(shm_prefix: str) -> None:
     """Make the server's /dev/shm regions readable by its own user alone: they hold every request's
     tensors, and the Python backend creates them 0644 whatever the umask (boost.interprocess sets it)."""
-    for region in SHM.glob(f"{_checked_prefix(shm_prefix)}*"):
+    for region in regions(shm_prefix):
         try:
             if region.stat().st_mode & 0o077:
                 region.chmod(0o600)
@@ -206,7 +211,7 @@ def make_regions_private(shm_prefix: str) -> None:
 def remove_shared_memory(shm_prefix: str) -> list[str]:
     """Delete the server's leftover /dev/shm regions; returns their names."""
     removed = []
-    for region in SHM.glob(f"{_checked_prefix(shm_prefix)}*"):
+    for region in regions(shm_prefix):
         try:
             region.unlink()
             removed.append(region.name)
