@@ -14,6 +14,8 @@ import json
 import os
 import platform
 import shlex
+import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -32,6 +34,23 @@ def processor() -> str:
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return platform.machine()
+
+
+def gpus() -> str | None:
+    """The GPUs' names as nvidia-smi gives them ("NVIDIA H200", "2 x NVIDIA H200"), or None without one."""
+    nvidia_smi = shutil.which("nvidia-smi") or next(
+        (p for p in ("/usr/local/nvidia/bin/nvidia-smi",) if Path(p).is_file()), None)
+    if nvidia_smi is None:
+        return None
+    try:
+        found = subprocess.run([nvidia_smi, "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                               text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    names = [line.strip() for line in found.stdout.splitlines() if line.strip()]
+    if found.returncode != 0 or not names:
+        return None
+    return ", ".join(f"{names.count(name)} x {name}" if names.count(name) > 1 else name for name in dict.fromkeys(names))
 
 
 def inputs(files: list[Path], model: dict) -> list[list[triton_http.InferInput]]:
@@ -110,7 +129,7 @@ def main() -> int:
                     print(json.dumps(row))
                     rows.append(row)
     report = {"title": "HTTP through the front door (nginx) and straight to Triton", "model": args.model,
-              "device": f"{processor()}, {len(os.sched_getaffinity(0))} cores",
+              "device": "; ".join(filter(None, [gpus(), f"{processor()}, {len(os.sched_getaffinity(0))} cores"])),
               "date": time.strftime("%Y-%m-%d"), "seconds": args.seconds, "rows": rows,
               "reproduce": shlex.join([".venv/bin/python", "tools/front_door_cost.py", *sys.argv[1:]])}
     args.report.with_suffix(".json").write_text(json.dumps(report, indent=1, default=str))

@@ -3,6 +3,10 @@
 #   tools/device/pack.sh            -> .device/server.tar.xz  (the embedded Triton server, trimmed)
 #                                      .device/extras/numpy/  (numpy below 2, for Python 3.12)
 #                                      .device/extras/wheels/ (the other wheels)
+#                                      .device/extras/http/   (tritonclient.http's gevent client, for
+#                                                              tools/front_door_cost.py)
+#                                      .device/extras/nginx/  (the front door: install.sh's nginx and
+#                                                              the system libraries it links)
 # (The test images are generated on the GPU host itself: gpu-figures.sh.)
 # Run it on this machine after ./install.sh; each bundle fits one 64 MiB transfer beside the tree.
 set -euo pipefail
@@ -12,7 +16,7 @@ python=.venv/bin/python
 [ -x "$python" ] || { echo "pack.sh: run ./install.sh first" >&2; exit 1; }
 site="$("$python" -c 'import site; print(site.getsitepackages()[0])')"
 py=3.12  # the GPU host's Python (the stub of this version is kept, the others dropped)
-mkdir -p .device/extras/numpy .device/extras/wheels
+mkdir -p .device/extras/numpy .device/extras/wheels .device/extras/http .device/extras/nginx/sbin .device/extras/nginx/lib
 
 # 1. The server: the pytriton package (its tritonserver binary, the python backend, the stub for $py)
 #    and the bundled libraries, without the other stubs and the bundled libpython 3.13; xz -9e (1.8 MB
@@ -35,5 +39,18 @@ download() {
 }
 download .device/extras/numpy $(pins numpy)
 download .device/extras/wheels $(pins tritonclient grpcio protobuf pycocotools) python-rapidjson
+# tritonclient.http's client (geventhttpclient and what it needs), at the versions of this venv
+# (constraints.txt does not pin them): only tools/front_door_cost.py uses it there.
+installed() { "$python" -c 'import sys; from importlib.metadata import version; print(*(f"{n}=={version(n)}" for n in sys.argv[1:]))' "$@"; }
+download .device/extras/http $(installed geventhttpclient gevent greenlet zope.event zope.interface brotli certifi)
+
+# 3. nginx for the front door (the GPU host has none): the Debian build install.sh unpacked, and the
+#    system libraries it links but glibc's own (setup.sh uses them only where the host lacks one).
+nginx=.venv/nginx/usr/sbin/nginx
+[ -x "$nginx" ] || { echo "pack.sh: $nginx is missing: run ./install.sh" >&2; exit 1; }
+cp "$nginx" .device/extras/nginx/sbin/nginx
+ldd "$nginx" | awk '$2 == "=>" && $1 ~ /^lib(crypt|pcre2-8|ssl|crypto|z)\.so/ {print $3}' | while read -r lib; do
+  cp -L "$lib" .device/extras/nginx/lib/
+done
 
 du -sh .device/server.tar.xz .device/extras/*
