@@ -111,6 +111,36 @@ class TensorFlowRuntime(Runtime):
         self.session.close()
 
 
+OP_LIBRARIES = "op_libraries"  # config parameter: modules whose import registers a model's custom ops
+
+
+def import_op_libraries(parameters: Mapping[str, str]) -> None:
+    """Load what registers the custom ops a PyTorch model calls: torchvision (``torchvision::nms``,
+    ``roi_align``...) whenever it is installed, and each entry of the config's ``op_libraries``
+    (comma-separated): a module name, a ``.py`` file or a compiled ``.so`` op library (absolute paths)."""
+    import importlib
+    import importlib.util
+
+    if importlib.util.find_spec("torchvision") is not None:
+        importlib.import_module("torchvision")
+    for entry in filter(None, (name.strip() for name in parameters.get(OP_LIBRARIES, "").split(","))):
+        try:
+            if entry.endswith(".so"):
+                import torch
+
+                torch.ops.load_library(entry)
+            elif entry.endswith(".py"):
+                spec = importlib.util.spec_from_file_location(Path(entry).stem, entry)
+                if spec is None or not Path(entry).is_file():
+                    raise ImportError(f"no such file {entry}")
+                spec.loader.exec_module(importlib.util.module_from_spec(spec))
+            else:
+                importlib.import_module(entry)
+        except (ImportError, OSError) as error:
+            raise ImportError(f"the config's {OP_LIBRARIES} names {entry!r}, which the server's Python cannot load "
+                              f"({error}): install it where the server runs, or give the file's absolute path") from error
+
+
 class TorchRuntime(Runtime):
     """What the PyTorch adapters share: a callable module, given the config's inputs in config order
     as tensors on the instance's device; it returns a tensor, a tuple in the config's output order,
@@ -125,6 +155,7 @@ class TorchRuntime(Runtime):
         if int(parameters.get("intra_op_thread_count", 0)) > 0:  # 0: torch's default, every core
             torch.set_num_threads(int(parameters["intra_op_thread_count"]))
         self.torch = torch
+        import_op_libraries(parameters)
         if self.device.startswith("cuda"):  # the process's kernels and context on its instance's GPU alone
             torch.cuda.set_device(self.device)
         # Small outputs leave as host arrays even on the GPU path: handing a CUDA tensor back costs the

@@ -14,12 +14,20 @@ compared with ``compare`` (default: every output within 1e-3); a step that lower
 with ``compare_reduced`` (default: within 5e-2). Pass your own comparators for outputs that need a
 smarter rule (the detection example matches heatmap peaks). A comparison over its tolerance raises
 ``verify.VerificationError`` naming the step.
+
+Shapes: axis 0 is the batch; ``dynamic_axes`` names more (``{"ids": {1: "sequence"}}``), for every
+format. The built form is also run, and compared with the module, on inputs the config allows but the
+example is not: another batch size (1, or 2 when the example has one), and every dynamic axis at twice
+the example's size. A form that fails there (a batch frozen at the example's size, an axis the
+program fixed) fails the export with ``ShapeError``, saying what to change, instead of failing in the
+server. A per-example scalar output (``[batch]``) is configured as dims ``[1]`` reshaped to ``[]``.
 """
 from __future__ import annotations
 
 import copy
 import functools
 import logging
+import re
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -105,6 +113,13 @@ class Exported:
     notes: list[str] = field(default_factory=list)
 
 
+class ShapeError(ValueError):
+    """A built form fails on inputs its config allows (another batch size, another size of a dynamic axis)."""
+
+
+Runner = Callable[[tuple[torch.Tensor, ...]], Outputs]
+
+
 class _Job:
     """One export: the module's reference outputs and the intermediate forms, each built once."""
 
@@ -112,17 +127,59 @@ class _Job:
                  output_names: Sequence[str], options: ExportOptions):
         self.module, self.examples = module.eval(), tuple(example_inputs)
         self.input_names, self.output_names, self.options = list(input_names), list(output_names), options
-        self.feeds = {name: t.detach().cpu().numpy() for name, t in zip(input_names, self.examples)}
+        self.feeds = _feeds(input_names, self.examples)
         with torch.inference_mode():
             self.reference = _named(output_names, module(*self.examples))
         self.comparisons: list[verify.Comparison] = []
         self.notes: list[str] = []
         self._int8: dict[str, bytes] = {}
+        self.config_inputs = options.inputs or _tensors(input_names, self.feeds, options.dynamic_axes)
+        self.config_outputs = options.outputs or _tensors(output_names, self.reference, options.dynamic_axes)
 
     def check(self, stage: str, reference: Outputs, candidate: Outputs, reduced: bool = False) -> None:
         compare = self.options.compare_reduced if reduced else self.options.compare
         compare = compare or verify.within(5e-2 if reduced else 1e-3)
         self.comparisons += compare(f"{self.options.name}: {stage}", reference, candidate)
+
+    @functools.cached_property
+    def variants(self) -> list[tuple[str, str, tuple[torch.Tensor, ...]]]:
+        """Inputs the config allows and the example is not, with what a failure there means: another
+        batch size, and every axis the config leaves free (-1) at twice the example's size."""
+        found = []
+        batch = self.examples[0].shape[0]
+        other = 1 if batch != 1 else 2
+        if other <= self.options.max_batch_size:
+            found.append((f"batch {other}", "axis 0 is the batch, but the form fixed it at the example's size (a loop or "
+                          "reshape over the batch, or dynamic_axes without axis 0): make the module batch-agnostic",
+                          tuple(torch.cat([t] * other)[:other] for t in self.examples)))
+        free = {tensor.name: [axis + 1 for axis, size in enumerate(tensor.dims) if size == -1] for tensor in self.config_inputs}
+        if any(free.get(name) for name in self.input_names):
+            doubled = []
+            for name, tensor in zip(self.input_names, self.examples):
+                for axis in free.get(name, []):
+                    tensor = torch.cat([tensor, tensor], dim=axis)
+                doubled.append(tensor)
+            axes = ", ".join(f"{name} axis {axis}" for name in self.input_names for axis in free.get(name, []))
+            found.append((f"twice the example's size on {axes}", "the config leaves these axes free (-1): name them in "
+                          "dynamic_axes so every format keeps them dynamic, or give fixed dims with inputs=",
+                          tuple(doubled)))
+        return found
+
+    def check_shapes(self, form: str, run: Runner, reduced: bool = False) -> None:
+        """Run the built form on each variant and compare it with the module there."""
+        for label, meaning, tensors in self.variants:
+            try:
+                with torch.inference_mode():
+                    reference = _named(self.output_names, self.module(*tensors))
+            except Exception as error:
+                raise ShapeError(f"model {self.options.name!r}: the module itself fails at {label}, which its config "
+                                 f"allows ({_first_line(error)}): give fixed dims with inputs=") from error
+            try:
+                candidate = run(tensors)
+            except Exception as error:
+                raise ShapeError(f"model {self.options.name!r}: the {form} form fails at {label}, which its config allows "
+                                 f"({_first_line(error)}); {meaning}") from error
+            self.check(f"PyTorch vs {form} at {label}", reference, candidate, reduced)
 
     @functools.cached_property
     def onnx(self) -> tuple[Any, dict[str, np.ndarray]]:
@@ -158,6 +215,15 @@ class _Job:
         return self._int8[form]
 
 
+def _feeds(names: Sequence[str], tensors: Sequence[torch.Tensor]) -> dict[str, np.ndarray]:
+    return {name: t.detach().cpu().numpy() for name, t in zip(names, tensors)}
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
+
+
 def _named(names: Sequence[str], outputs: Any) -> dict[str, np.ndarray]:
     if isinstance(outputs, torch.Tensor):
         outputs = (outputs,)
@@ -176,12 +242,20 @@ def _step(model: str, what: str) -> Iterator[None]:
     log.info("%s: %s (%.1f s)", model, what, time.perf_counter() - began)
 
 
+def _onnx_runner(job: _Job, data: bytes) -> Runner:
+    return lambda tensors: trtis_onnx.run(data, _feeds(job.input_names, tensors))
+
+
 def _build_onnx(job: _Job) -> bytes:
-    return job.simplified.SerializeToString()
+    data = job.simplified.SerializeToString()
+    job.check_shapes("ONNX", _onnx_runner(job, data))
+    return data
 
 
 def _build_onnx_int8(job: _Job) -> bytes:
-    return job.int8(job.options.int8_form)
+    data = job.int8(job.options.int8_form)
+    job.check_shapes("INT8 ONNX", _onnx_runner(job, data), reduced=True)
+    return data
 
 
 def _build_torchscript(job: _Job) -> bytes:
@@ -189,9 +263,23 @@ def _build_torchscript(job: _Job) -> bytes:
     half = device == "cuda" and job.options.half
     with _step(job.options.name, f"PyTorch -> TorchScript ({'FP16 on CUDA' if half else 'FP32 on ' + device})"):
         data = torchscript.export(job.module, job.examples, device, half=half, half_module=job.options.half_module)
+    form = f"TorchScript{' FP16' if half else ''}"
     traced = _named(job.output_names, torchscript.run(data, job.examples, device))
-    job.check(f"PyTorch vs TorchScript{' FP16' if half else ''}", job.reference, traced, reduced=half)
+    job.check(f"PyTorch vs {form}", job.reference, traced, reduced=half)
+    job.check_shapes(form, lambda tensors: _named(job.output_names, torchscript.run(data, tensors, device)), reduced=half)
     return data
+
+
+def _dynamic_shapes(job: _Job, most: int) -> list[dict[int, torch.export.Dim]]:
+    """torch.export's dims for each input: the batch, and the axes ``dynamic_axes`` names (one Dim per
+    name, so inputs that share a name share the size)."""
+    dims = {"batch": torch.export.Dim("batch", min=1, max=max(2, most))}
+    shapes = []
+    for name in job.input_names:
+        axes = {0: "batch", **(job.options.dynamic_axes or {}).get(name, {})}
+        shapes.append({axis: dims.setdefault(label, torch.export.Dim(re.sub(r"\W", "_", label)))
+                       for axis, label in axes.items()})
+    return shapes
 
 
 def _build_compiled(job: _Job) -> tuple[bytes, dict[str, Path]]:
@@ -202,9 +290,12 @@ def _build_compiled(job: _Job) -> tuple[bytes, dict[str, Path]]:
     half = gpu and options.half
     module = options.half_module(copy.deepcopy(job.module)) if half else job.module
     examples = tuple(t.repeat(2, *[1] * (t.ndim - 1)) if t.shape[0] == 1 else t for t in job.examples)
-    batch = torch.export.Dim("batch", min=1, max=max(2, options.max_batch_size))
     with _step(options.name, f"PyTorch -> torch.export program ({'FP16, ' if half else ''}dynamic batch)"):
-        program = torch.export.export(module, examples, dynamic_shapes=[{0: batch} for _ in examples])
+        try:
+            program = torch.export.export(module, examples, dynamic_shapes=_dynamic_shapes(job, options.max_batch_size))
+        except torch._dynamo.exc.UserError as error:  # a dynamic axis the module's code constrains
+            raise ShapeError(f"model {options.name!r}: torch.export cannot keep the axes of dynamic_axes dynamic "
+                             f"({_first_line(error)}): bound them (fixed dims with inputs=), or use another format") from error
     cache = Path(options.cache_dir or tempfile.mkdtemp(prefix="trtis-export-")) / "inductor" / options.name
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / "model.pt2"
@@ -225,6 +316,15 @@ def _build_compiled(job: _Job) -> tuple[bytes, dict[str, Path]]:
                                                    dtypes, job.output_names)
                 compiled = runtime.run(runtimes.typed(job.feeds, dtypes))
         job.check(f"PyTorch vs compiled{' FP16' if half else ''}", job.reference, compiled, reduced=half)
+        if gpu:
+            def run(tensors):
+                with temporary_cache_dir(str(cache)):
+                    return runtime.run(runtimes.typed(_feeds(job.input_names, tensors), dtypes))
+        else:  # the program itself: its guards are what refuse a shape; compiling each on a CPU takes minutes
+            eager = program.module()
+            def run(tensors):
+                return _named(job.output_names, eager(*tensors))
+        job.check_shapes(f"compiled{' FP16' if half else ''}", run, reduced=half)
         return path.read_bytes(), {"1/inductor-cache": cache}
 
 
@@ -310,7 +410,7 @@ def _choose(job: _Job) -> str:
         job.notes.append(f"auto: onnx (TensorRT unusable: {reason}; no calibration data for INT8)")
         return "onnx"
     int8 = job.int8("cpu")
-    fast, slow = trtis_onnx.latency_ms(int8, job.feeds), trtis_onnx.latency_ms(_build_onnx(job), job.feeds)
+    fast, slow = trtis_onnx.latency_ms(int8, job.feeds), trtis_onnx.latency_ms(job.simplified.SerializeToString(), job.feeds)
     chosen = "onnx-int8" if fast < slow else "onnx"
     job.notes.append(f"auto: {chosen} (TensorRT unusable: {reason}; on this CPU one batch took {fast:.0f} ms in INT8 "
                      f"and {slow:.0f} ms in FP32)")
@@ -319,14 +419,17 @@ def _choose(job: _Job) -> str:
     return chosen
 
 
-def _tensors(names: Sequence[str], arrays: Mapping[str, np.ndarray], dynamic: Mapping[str, Mapping[int, str]] | None,
-             batched: bool) -> list[config.Tensor]:
+def _tensors(names: Sequence[str], arrays: Mapping[str, np.ndarray],
+             dynamic: Mapping[str, Mapping[int, str]] | None) -> list[config.Tensor]:
+    """The config's tensors, batch axis left out: the axes ``dynamic`` names are -1; a tensor that is
+    only a batch (one number per example) is dims [1] reshaped to [] (Triton needs dims)."""
     tensors = []
     for name in names:
         shape = list(arrays[name].shape)
         for axis in (dynamic or {}).get(name, {}):
             shape[axis] = -1
-        tensors.append(config.Tensor(name, arrays[name].dtype, shape[1:] if batched else shape))
+        dims = shape[1:]
+        tensors.append(config.Tensor(name, arrays[name].dtype, dims or [1], reshape=None if dims else []))
     return tensors
 
 
@@ -343,11 +446,9 @@ def export(module: torch.nn.Module, example_inputs: Sequence[torch.Tensor], inpu
     artefact, files = built if isinstance(built, tuple) else (built, {})
     verify.require(job.comparisons)
     device = entry.device(settings.gpus)
-    batched = settings.max_batch_size > 0
     common = dict(
         max_batch_size=settings.max_batch_size, dynamic_batching=settings.dynamic_batching,
-        inputs=settings.inputs or _tensors(input_names, job.feeds, settings.dynamic_axes, batched),
-        outputs=settings.outputs or _tensors(output_names, job.reference, settings.dynamic_axes, batched),
+        inputs=job.config_inputs, outputs=job.config_outputs,
         parameters={**({"FORCE_CPU_ONLY_INPUT_TENSORS": "no"} if device == "gpu" else {}),
                     **entry.settings(settings, device), **(settings.parameters or {})})
     buckets = [int(size) for size in common["parameters"].get(config.BATCH_BUCKETS, "").split(",") if size]

@@ -90,7 +90,9 @@ class BatchedModel:
         self.batching = int(config.get("max_batch_size", 0)) > 0
         self.inputs = {t["name"]: pb_utils.triton_string_to_numpy(t["data_type"]) for t in config["input"]}
         self.outputs = {t["name"]: pb_utils.triton_string_to_numpy(t["data_type"]) for t in config["output"]}
-        self.output_dims = {t["name"]: [int(d) for d in t.get("reshape", {}).get("shape") or t["dims"]] for t in config["output"]}
+        # What the model returns: the reshape's shape where the config has one ([] for a [batch] output).
+        self.output_dims = {t["name"]: [int(d) for d in (t["reshape"].get("shape", []) if "reshape" in t else t["dims"])]
+                            for t in config["output"]}
         where = ModelConfig(name=self.name, platform=config.get("platform", ""), backend=config.get("backend", ""),
                             default_model_filename=config.get("default_model_filename", ""))
         path = model_file(Path(args["model_repository"]), where, args["model_version"])

@@ -99,13 +99,20 @@ def _ready_url(host: str, port: int) -> str:
 
 # Triton's line for a model that did not load; its reason is one quoted, escaped string:
 #   E1126 07:26:52.406581 8170 model_lifecycle.cc:642] "failed to load 'broken' version 1: Internal: ...\n\nAt:\n..."
-LOAD_FAILURE = re.compile(r"\] \"failed to load '(?P<model>[^']+)' version (?P<version>\d+): (?P<reason>.*?)(\\n|\"$)", re.M)
+LOAD_FAILURE = re.compile(r"\] \"failed to load '(?P<model>[^']+)' version (?P<version>\d+): (?P<reason>.*)\"$", re.M)
+REASON_LINES = 20  # of each reason, at most (a Python backend's ends in its traceback)
 
 
 def load_failures(log: str) -> list[str]:
-    """Each model the log says did not load, with Triton's reason (its first line), once."""
-    found = [f"model '{m['model']}' (version {m['version']}) did not load: {m['reason'].strip()}"
-             for m in LOAD_FAILURE.finditer(log)]
+    """Each model the log says did not load, with Triton's whole reason (the backend's message often
+    spans lines: ``RuntimeError: `` on the first, what went wrong on the next), once."""
+    found = []
+    for match in LOAD_FAILURE.finditer(log):
+        reason = match["reason"].replace("\\n", "\n").replace('\\"', '"')
+        lines = [line.rstrip() for line in reason.splitlines() if line.strip()]
+        if len(lines) > REASON_LINES:
+            lines = [*lines[:REASON_LINES], f"... ({len(lines) - REASON_LINES} more lines in the log)"]
+        found.append(f"model '{match['model']}' (version {match['version']}) did not load: " + "\n    ".join(lines))
     return list(dict.fromkeys(found))
 
 
