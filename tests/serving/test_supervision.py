@@ -76,11 +76,20 @@ def healed(samples: list, harmed_at: float) -> float | None:
     return None if down is None else next((t for t, ok in samples if t > down and ok), None)
 
 
+def restarted(server, restarts: int) -> bool:
+    """The supervisor has restarted the server since it had counted ``restarts``, and it is ready.
+    (A readiness probe can time out on a loaded machine: a no from it alone is not the restart.)"""
+    now = state(server)
+    return now["restarts"] > restarts and now["status"] == "ready"
+
+
 def load_through(server, kinds, harm, successes_after_healed: int = 20) -> tuple[dict, list, float]:
     """Keep 8 requests in flight on the ensemble, ``harm()`` the server after 20, and go on until
-    it has answered ready again and served a run of requests (the client's channel reconnects
-    with a backoff). Returns each input_id's outcome, the readiness samples, when the harm was done."""
+    the supervisor has restarted it, it has answered ready again and served a run of requests (the
+    client's channel reconnects with a backoff). Returns each input_id's outcome, the readiness
+    samples, when the harm was done."""
     outcomes: dict = {}
+    restarts = state(server)["restarts"]
     with Inference(server.grpc_url, kinds.ensemble, timeout=60, max_in_flight=8, retry_unavailable=False) as runner, \
             Readiness(server) as readiness:
         harmed_at, healed_at, sent = None, None, 0
@@ -93,7 +102,7 @@ def load_through(server, kinds, harm, successes_after_healed: int = 20) -> tuple
             sent += 1
             if sent > 8:
                 collect(runner, outcomes)
-            if harmed_at is not None and healed_at is None:
+            if harmed_at is not None and healed_at is None and restarted(server, restarts):
                 healed_at = healed(list(readiness.samples), harmed_at)
             time.sleep(0.02)
         while len(outcomes) < sent:
