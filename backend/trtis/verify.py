@@ -58,6 +58,18 @@ def within(tolerance: float | Mapping[str, float]) -> Callable[[str, Mapping[str
     return lambda stage, reference, candidate: compare(stage, reference, candidate, tolerance)
 
 
+def relative(fraction: float) -> Callable[[str, Mapping[str, np.ndarray], Mapping[str, np.ndarray]],
+                                          list[Comparison]]:
+    """A comparator for reduced precision (INT8, FP16): every output within ``fraction`` of its
+    source's largest magnitude. Quantization error scales with an output's range, so one absolute
+    limit refuses a large output's small error and passes a small output's large one."""
+    def compare_scaled(stage: str, reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray]):
+        limits = {name: fraction * max(float(np.max(np.abs(np.asarray(value, np.float64)))) if np.size(value) else 0.0, 1e-6)
+                  for name, value in reference.items()}
+        return compare(stage, reference, candidate, limits, label=f"{{}} (vs {fraction:.0%} of its peak)")
+    return compare_scaled
+
+
 def table(rows: Iterable[Comparison]) -> str:
     """A small text table of comparisons, its columns as wide as their longest entry."""
     rows = list(rows)

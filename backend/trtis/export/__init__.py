@@ -11,7 +11,7 @@ then builds, checks and configures the model:
 
 Checks: a step that keeps the precision (PyTorch -> ONNX -> simplified ONNX, TorchScript FP32) is
 compared with ``compare`` (default: every output within 1e-3); a step that lowers it (INT8, FP16)
-with ``compare_reduced`` (default: within 5e-2). Pass your own comparators for outputs that need a
+with ``compare_reduced`` (default: within 5% of each output's largest magnitude). Pass your own comparators for outputs that need a
 smarter rule (the detection example matches heatmap peaks). A comparison over its tolerance raises
 ``verify.VerificationError`` naming the step.
 
@@ -27,7 +27,6 @@ from __future__ import annotations
 import copy
 import functools
 import logging
-import re
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -42,6 +41,7 @@ import torch
 from trtis import config, repository, verify
 from trtis.export import onnx as trtis_onnx
 from trtis.export import quantize, tensorrt, torchscript
+from trtis.export.outputs import Selected, output_paths
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,10 @@ class ShapeError(ValueError):
     """A built form fails on inputs its config allows (another batch size, another size of a dynamic axis)."""
 
 
+REDUCED_FRACTION = 0.05  # INT8 and FP16 forms: each output within 5% of its peak magnitude
+REDUCED_ADVICE = ("A reduced-precision form differs from PyTorch beyond its tolerance: calibrate on more real inputs "
+                  "or with another calibration_method, judge it by your task's metric (compare_reduced=), keep FP32 "
+                  "(half=False, or the onnx format), or let auto choose")
 Runner = Callable[[tuple[torch.Tensor, ...]], Outputs]
 
 
@@ -125,11 +129,13 @@ class _Job:
 
     def __init__(self, module: torch.nn.Module, example_inputs: Sequence[torch.Tensor], input_names: Sequence[str],
                  output_names: Sequence[str], options: ExportOptions):
-        self.module, self.examples = module.eval(), tuple(example_inputs)
+        self.examples = tuple(example_inputs)
         self.input_names, self.output_names, self.options = list(input_names), list(output_names), options
         self.feeds = _feeds(input_names, self.examples)
         with torch.inference_mode():
-            self.reference = _named(output_names, module(*self.examples))
+            returned = module.eval()(*self.examples)
+        self.module = Selected(module, output_paths(returned, output_names))  # what every format is built from
+        self.reference = _named(output_names, self.module.pick(returned))
         self.comparisons: list[verify.Comparison] = []
         self.notes: list[str] = []
         self._int8: dict[str, bytes] = {}
@@ -138,7 +144,7 @@ class _Job:
 
     def check(self, stage: str, reference: Outputs, candidate: Outputs, reduced: bool = False) -> None:
         compare = self.options.compare_reduced if reduced else self.options.compare
-        compare = compare or verify.within(5e-2 if reduced else 1e-3)
+        compare = compare or (verify.relative(REDUCED_FRACTION) if reduced else verify.within(1e-3))
         self.comparisons += compare(f"{self.options.name}: {stage}", reference, candidate)
 
     @functools.cached_property
@@ -164,6 +170,33 @@ class _Job:
                           "dynamic_axes so every format keeps them dynamic, or give fixed dims with inputs=",
                           tuple(doubled)))
         return found
+
+    def calibration_feeds(self) -> list[dict[str, np.ndarray]]:
+        """The caller's calibration feeds as arrays, each checked against the example's inputs (names,
+        data types, ranks) so a mistake is named here rather than by ONNX Runtime mid-calibration."""
+        given = self.options.calibration() if callable(self.options.calibration) else self.options.calibration
+        if not isinstance(given, Sequence) or isinstance(given, Mapping) or not given:
+            raise ValueError(f"model {self.options.name!r}: calibration must be a non-empty list of feeds, one dict "
+                             f"{{input name: array}} per batch, not {type(given).__name__}")
+        feeds = []
+        for number, feed in enumerate(given):
+            if not isinstance(feed, Mapping) or set(feed) != set(self.input_names):
+                keys = sorted(feed) if isinstance(feed, Mapping) else type(feed).__name__
+                raise ValueError(f"model {self.options.name!r}: calibration feed {number} has {keys}; each feed is "
+                                 f"a dict with exactly the inputs {self.input_names}")
+            arrays = {}
+            for name in self.input_names:
+                value = feed[name].detach().cpu().numpy() if isinstance(feed[name], torch.Tensor) else feed[name]
+                expected = self.feeds[name]
+                if not isinstance(value, np.ndarray) or value.dtype != expected.dtype or value.ndim != expected.ndim:
+                    got = f"{value.dtype} [{', '.join(map(str, value.shape))}]" if isinstance(value, np.ndarray) \
+                        else type(value).__name__
+                    raise ValueError(f"model {self.options.name!r}: calibration feed {number}, input {name!r}: expected "
+                                     f"a {expected.dtype} array of rank {expected.ndim} like the example "
+                                     f"{list(expected.shape)}, got {got}")
+                arrays[name] = value
+            feeds.append(arrays)
+        return feeds
 
     def check_shapes(self, form: str, run: Runner, reduced: bool = False) -> None:
         """Run the built form on each variant and compare it with the module there."""
@@ -202,7 +235,7 @@ class _Job:
         """The simplified model calibrated into an INT8 QDQ model of ``form``, checked against it."""
         if form not in self._int8:
             options = self.options
-            feeds = options.calibration() if callable(options.calibration) else options.calibration
+            feeds = self.calibration_feeds()
             with _step(options.name, f"INT8 calibration ({form} form, {options.calibration_method}, {len(feeds)} batches)"):
                 quantized = quantize.quantize_int8(self.simplified, feeds, options.calibration_method,
                                                    options.cache_dir, form=form)
@@ -224,15 +257,9 @@ def _first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
 
 
-def _named(names: Sequence[str], outputs: Any) -> dict[str, np.ndarray]:
-    if isinstance(outputs, torch.Tensor):
-        outputs = (outputs,)
-    if isinstance(outputs, Mapping):
-        outputs = [outputs[name] for name in names]
-    outputs = list(outputs)
-    if len(outputs) != len(names):
-        raise ValueError(f"the module returns {len(outputs)} outputs but {len(names)} output names were given")
-    return {name: t.detach().cpu().numpy() for name, t in zip(names, outputs)}
+def _named(names: Sequence[str], outputs: Sequence[torch.Tensor]) -> dict[str, np.ndarray]:
+    """A built form's outputs (a tuple in the order of ``names``) as arrays by name."""
+    return {name: t.detach().cpu().numpy() for name, t in zip(names, outputs, strict=True)}
 
 
 @contextmanager
@@ -270,16 +297,16 @@ def _build_torchscript(job: _Job) -> bytes:
     return data
 
 
-def _dynamic_shapes(job: _Job, most: int) -> list[dict[int, torch.export.Dim]]:
-    """torch.export's dims for each input: the batch, and the axes ``dynamic_axes`` names (one Dim per
-    name, so inputs that share a name share the size)."""
-    dims = {"batch": torch.export.Dim("batch", min=1, max=max(2, most))}
+def _dynamic_shapes(job: _Job, most: int) -> tuple[tuple[dict[int, Any], ...]]:
+    """torch.export's dims for each input: the batch, and the axes ``dynamic_axes`` names, whose range
+    (a sequence no longer than the position table) and relations (two inputs of one length) the
+    export finds in the module's code; one tuple, for the wrapper's ``*inputs``."""
+    batch = torch.export.Dim("batch", min=1, max=max(2, most))
     shapes = []
     for name in job.input_names:
-        axes = {0: "batch", **(job.options.dynamic_axes or {}).get(name, {})}
-        shapes.append({axis: dims.setdefault(label, torch.export.Dim(re.sub(r"\W", "_", label)))
-                       for axis, label in axes.items()})
-    return shapes
+        named = (job.options.dynamic_axes or {}).get(name, {})
+        shapes.append({0: batch, **{axis: torch.export.Dim.AUTO for axis in named}})
+    return (tuple(shapes),)
 
 
 def _build_compiled(job: _Job) -> tuple[bytes, dict[str, Path]]:
@@ -409,7 +436,15 @@ def _choose(job: _Job) -> str:
     if job.options.calibration is None:
         job.notes.append(f"auto: onnx (TensorRT unusable: {reason}; no calibration data for INT8)")
         return "onnx"
+    before = len(job.comparisons)
     int8 = job.int8("cpu")
+    failed = [row for row in job.comparisons[before:] if not row.ok]
+    if failed:  # INT8 is a speed-up, not a requirement: FP32 ONNX serves, and the note says why
+        del job.comparisons[before:]
+        worst = max(failed, key=lambda row: row.max_abs / row.tolerance)
+        job.notes.append(f"auto: onnx (TensorRT unusable: {reason}; INT8 failed its check: {worst.output} differs by "
+                         f"{worst.max_abs:.3g} > {worst.tolerance:.3g})")
+        return "onnx"
     fast, slow = trtis_onnx.latency_ms(int8, job.feeds), trtis_onnx.latency_ms(job.simplified.SerializeToString(), job.feeds)
     chosen = "onnx-int8" if fast < slow else "onnx"
     job.notes.append(f"auto: {chosen} (TensorRT unusable: {reason}; on this CPU one batch took {fast:.0f} ms in INT8 "
@@ -444,7 +479,12 @@ def export(module: torch.nn.Module, example_inputs: Sequence[torch.Tensor], inpu
     entry = FORMATS[chosen]
     built = entry.build(job)
     artefact, files = built if isinstance(built, tuple) else (built, {})
-    verify.require(job.comparisons)
+    try:
+        verify.require(job.comparisons)
+    except verify.VerificationError as error:
+        if entry.calibrated or settings.half and device == "gpu":
+            raise verify.VerificationError(f"{error}. {REDUCED_ADVICE}") from None
+        raise
     device = entry.device(settings.gpus)
     common = dict(
         max_batch_size=settings.max_batch_size, dynamic_batching=settings.dynamic_batching,

@@ -1,0 +1,177 @@
+"""A zoo of models nobody here wrote (``transformers``, built from small configs with random weights,
+nothing downloaded) x every CPU format: exported with ``trtis.export``, served by the real server,
+and compared with PyTorch at batch sizes (and sequence lengths) other than the example's. Each cell
+is served within tolerance, or refused at export with an error that says what to change; the table
+in docs/converter.md is this run's (``TRTIS_WRITE_ZOO_TABLE=1`` rewrites it)."""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import tritonclient.grpc as grpcclient
+
+from trtis import export, repository, verify
+from trtis.serving import serve
+
+transformers = pytest.importorskip("transformers", reason="transformers is not installed (install.sh installs it)")
+
+DOC = Path(__file__).parents[2] / "docs" / "converter.md"
+BEGIN, END = "<!-- zoo table: written by tests/trtis/test_zoo.py -->", "<!-- end of the zoo table -->"
+FORMATS = ("onnx", "onnx-int8", "torchscript", "compiled")
+# The compiled format compiles each new batch size at its first request on a CPU (minutes for the
+# zoo, issue 24): two models cover it here.
+COMPILED = ("resnet", "bert")
+
+
+@dataclass
+class Entry:
+    """A model: how to build it, its example, and its inputs at a shape of the test's choosing."""
+
+    build: callable
+    inputs: callable  # (batch, size) -> {name: array}
+    outputs: list[str]
+    dynamic_axes: dict = field(default_factory=dict)
+    sizes: tuple[int, int] = (32, 32)  # the example's size, and another one the config allows
+
+
+def image(batch: int, size: int) -> dict[str, np.ndarray]:
+    return {"pixel_values": np.random.default_rng(batch * 100 + size).normal(size=(batch, 3, size, size)).astype(np.float32)}
+
+
+def tokens(batch: int, size: int) -> dict[str, np.ndarray]:
+    return {"input_ids": np.random.default_rng(batch * 100 + size).integers(0, 100, (batch, size)).astype(np.int64)}
+
+
+T = transformers
+ZOO = {
+    "bert": Entry(lambda: T.BertModel(T.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2,
+                                                   num_attention_heads=2, intermediate_size=64,
+                                                   max_position_embeddings=64)),
+                  tokens, ["last_hidden_state", "pooler_output"],
+                  {"input_ids": {1: "sequence"}, "last_hidden_state": {1: "sequence"}}, (12, 20)),
+    "vit": Entry(lambda: T.ViTForImageClassification(T.ViTConfig(image_size=32, patch_size=8, hidden_size=32,
+                                                                  num_hidden_layers=2, num_attention_heads=2,
+                                                                  intermediate_size=64, num_labels=5)),
+                 image, ["logits"]),
+    "resnet": Entry(lambda: T.ResNetForImageClassification(T.ResNetConfig(embedding_size=16, hidden_sizes=[16, 32],
+                                                                          depths=[1, 1], num_labels=5)),
+                    image, ["logits"], {"pixel_values": {2: "height", 3: "width"}}, (32, 48)),
+    "mobilenet_v2": Entry(lambda: T.MobileNetV2ForImageClassification(T.MobileNetV2Config(
+        image_size=32, depth_multiplier=0.35, num_labels=5)), image, ["logits"]),
+    "convnext": Entry(lambda: T.ConvNextForImageClassification(T.ConvNextConfig(
+        num_stages=2, hidden_sizes=[16, 32], depths=[1, 1], num_labels=5)), image, ["logits"]),
+    "segformer": Entry(lambda: T.SegformerForSemanticSegmentation(T.SegformerConfig(
+        hidden_sizes=[16, 32], depths=[1, 1], num_encoder_blocks=2, sr_ratios=[2, 1], num_attention_heads=[1, 2],
+        decoder_hidden_size=32, num_labels=3, strides=[4, 2], patch_sizes=[7, 3], mlp_ratios=[2, 2])),
+        image, ["logits"]),
+}
+
+
+def module(name: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return ZOO[name].build().eval()
+
+
+def reference(name: str, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    with torch.inference_mode():
+        returned = module(name)(*(torch.from_numpy(a) for a in feed.values()))
+    return {output: returned[output].numpy() for output in ZOO[name].outputs}
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    """Every model in every format it exports to, served by one server; the refusals by cell."""
+    models, refused = [], {}
+    for name, entry in ZOO.items():
+        example = entry.inputs(2, entry.sizes[0])
+        calibration = [entry.inputs(2, entry.sizes[0] + step) for step in range(4)] if entry.dynamic_axes else \
+            [entry.inputs(2 + step, entry.sizes[0]) for step in range(4)]
+        for fmt in FORMATS:
+            if fmt == "compiled" and name not in COMPILED:
+                continue
+            try:
+                exported = export.export(module(name), [torch.from_numpy(a) for a in example.values()], list(example),
+                                         entry.outputs, fmt, name=f"{name}-{fmt}", max_batch_size=4,
+                                         dynamic_axes=entry.dynamic_axes, calibration=calibration)
+                models.append(exported.model)
+            except (export.ShapeError, verify.VerificationError, ValueError) as error:
+                refused[(name, fmt)] = error
+    root = tmp_path_factory.mktemp("zoo")
+    repository.write_repository(root / "repo", models)
+    with serve(root / "repo", timeout=600) as server:
+        yield grpcclient.InferenceServerClient(server.grpc_url), refused
+
+
+def infer(client, model: str, feed: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+    tensors = []
+    for name, array in feed.items():
+        tensors.append(grpcclient.InferInput(name, list(array.shape), "INT64" if array.dtype == np.int64 else "FP32"))
+        tensors[-1].set_data_from_numpy(array)
+    answer = client.infer(model, tensors, client_timeout=600)
+    return {output: answer.as_numpy(output) for output in outputs}
+
+
+def outcome(zoo, name: str, fmt: str) -> str:
+    """Serve the cell at batch 1 and 3 at the example's size and at the other one; what happened, in words."""
+    client, refused = zoo
+    if fmt == "compiled" and name not in COMPILED:
+        return "not run in CI"
+    if (name, fmt) in refused:
+        error = refused[(name, fmt)]
+        assert re.search(r"choose|give|name them|wrap|calibrat|compare_reduced|use another format", str(error)), \
+            f"{name} {fmt}: the refusal does not say what to change: {error}"
+        return f"refused at export ({type(error).__name__})"
+    entry, rows = ZOO[name], []
+    for batch in (1, 3):
+        for size in entry.sizes:
+            feed = entry.inputs(batch, size)
+            served, expected = infer(client, f"{name}-{fmt}", feed, entry.outputs), reference(name, feed)
+            compare = verify.relative(export.REDUCED_FRACTION) if fmt == "onnx-int8" else verify.within(1e-3)
+            rows += compare(f"{name} {fmt} batch {batch} size {size}", expected, served)
+    verify.require(rows)
+    return "served at batch 1 and 3" + (f", sizes {entry.sizes[0]} and {entry.sizes[1]}" if entry.dynamic_axes else "")
+
+
+def table(cells: dict[tuple[str, str], str]) -> str:
+    lines = ["| model | " + " | ".join(FORMATS) + " |", "|---|" + "---|" * len(FORMATS)]
+    for name in ZOO:
+        lines.append(f"| {name} | " + " | ".join(cells[(name, fmt)] for fmt in FORMATS) + " |")
+    return "\n".join(lines)
+
+
+def test_every_model_in_every_format_is_served_as_pytorch_computes_it_or_refused_at_export(zoo):
+    cells = {(name, fmt): outcome(zoo, name, fmt) for name in ZOO for fmt in FORMATS}
+    assert sum(cell.startswith("served") for cell in cells.values()) >= len(ZOO) * 2, cells
+    written = table(cells)
+    text = DOC.read_text()
+    block = f"{BEGIN}\n{written}\n{END}"
+    if os.environ.get("TRTIS_WRITE_ZOO_TABLE") == "1":
+        DOC.write_text(re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S))
+    else:
+        assert block in text, (f"docs/converter.md's zoo table is not this run's; rerun with TRTIS_WRITE_ZOO_TABLE=1:\n"
+                               f"{written}")
+
+
+def test_dict_outputs_are_chosen_by_name_and_a_wrong_name_lists_what_the_module_returns():
+    example = [torch.from_numpy(tokens(2, 12)["input_ids"])]
+    only = export.export(module("bert"), example, ["input_ids"], ["pooler_output"], "torchscript", name="pooled")
+    assert [o.name for o in only.model.config.output] == ["pooler_output"]
+    with pytest.raises(ValueError, match=r"do not match what the module returns \(last_hidden_state: tensor "
+                                         r"\[2, 12, 32\], pooler_output: tensor \[2, 32\]\)"):
+        export.export(module("bert"), example, ["input_ids"], ["hidden"], "onnx", name="wrong")
+
+
+def test_calibration_mistakes_are_named_before_onnx_runtime_sees_them():
+    example = [torch.from_numpy(image(2, 32)["pixel_values"])]
+    with pytest.raises(ValueError, match=r"calibration feed 0 has \['image'\]; each feed is a dict with exactly the "
+                                         r"inputs \['pixel_values'\]"):
+        export.export(module("resnet"), example, ["pixel_values"], ["logits"], "onnx-int8", name="r",
+                      calibration=[{"image": np.zeros((2, 3, 32, 32), np.float32)}])
+    with pytest.raises(ValueError, match=r"input 'pixel_values': expected a float32 array of rank 4 .* got float64"):
+        export.export(module("resnet"), example, ["pixel_values"], ["logits"], "onnx-int8", name="r",
+                      calibration=[{"pixel_values": np.zeros((2, 3, 32, 32))}])
