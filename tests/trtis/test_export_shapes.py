@@ -171,6 +171,15 @@ def test_a_model_whose_module_cannot_take_a_shape_its_config_allows_is_refused()
                       inputs=[config.Tensor("x", np.float32, [-1])])
 
 
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript", "compiled"])
+def test_an_example_larger_than_the_max_batch_exports(fmt):
+    """convert.sh checks with five images; ``--max-batch-size 4`` made torch.export refuse (5 not in [2, 4])."""
+    torch.manual_seed(0)
+    exported = export.export(torch.nn.Linear(3, 2).eval(), [torch.randn(5, 3)], ["x"], ["y"], fmt, name="wide",
+                             max_batch_size=4)
+    assert exported.model.config.max_batch_size == 4
+
+
 HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
 
 

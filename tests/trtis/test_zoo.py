@@ -161,6 +161,9 @@ def test_dict_outputs_are_chosen_by_name_and_a_wrong_name_lists_what_the_module_
     example = [torch.from_numpy(tokens(2, 12)["input_ids"])]
     only = export.export(module("bert"), example, ["input_ids"], ["pooler_output"], "torchscript", name="pooled")
     assert [o.name for o in only.model.config.output] == ["pooler_output"]
+    one = torch.ones(1)
+    assert export.outputs.output_paths(((one, one), one), ["a", "b", "c"]) == ["0.0", "0.1", "1"]
+    assert export.outputs.output_paths({"x": one, "y": [one, None]}, ["y.0"]) == ["y.0"]
     with pytest.raises(ValueError, match=r"do not match what the module returns \(last_hidden_state: tensor "
                                          r"\[2, 12, 32\], pooler_output: tensor \[2, 32\]\)"):
         export.export(module("bert"), example, ["input_ids"], ["hidden"], "onnx", name="wrong")
@@ -175,3 +178,18 @@ def test_calibration_mistakes_are_named_before_onnx_runtime_sees_them():
     with pytest.raises(ValueError, match=r"input 'pixel_values': expected a float32 array of rank 4 .* got float64"):
         export.export(module("resnet"), example, ["pixel_values"], ["logits"], "onnx-int8", name="r",
                       calibration=[{"pixel_values": np.zeros((2, 3, 32, 32))}])
+
+
+def test_the_fp16_form_keeps_a_dict_and_casts_its_floating_tensors_back():
+    """GPU formats build ``HalfPrecision`` inside the flattening wrapper: a dict comes back as a dict."""
+    class Heads(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(4, 3)
+
+        def forward(self, x):
+            return {"scores": self.linear(x), "positive": (x > 0).sum(dim=1)}
+
+    half = export.outputs.Selected(export.torchscript.HalfPrecision(Heads()), ["scores", "positive"])
+    scores, positive = half(torch.ones(2, 4))
+    assert (scores.dtype, positive.dtype) == (torch.float32, torch.int64)

@@ -11,9 +11,12 @@ then builds, checks and configures the model:
 
 Checks: a step that keeps the precision (PyTorch -> ONNX -> simplified ONNX, TorchScript FP32) is
 compared with ``compare`` (default: every output within 1e-3); a step that lowers it (INT8, FP16)
-with ``compare_reduced`` (default: within 5% of each output's largest magnitude). Pass your own comparators for outputs that need a
-smarter rule (the detection example matches heatmap peaks). A comparison over its tolerance raises
-``verify.VerificationError`` naming the step.
+with ``compare_reduced`` (default: within 5% of each output's largest magnitude). Pass your own
+comparators for outputs that need a smarter rule (the detection example matches heatmap peaks). A
+comparison over its tolerance raises ``verify.VerificationError`` naming the step.
+
+Outputs: whatever the module returns (a dict, a ``ModelOutput``, nested tuples) is flattened by
+name (``trtis.export.outputs``), and every format is built from that flat form.
 
 Shapes: axis 0 is the batch; ``dynamic_axes`` names more (``{"ids": {1: "sequence"}}``), for every
 format. The built form is also run, and compared with the module, on inputs the config allows but the
@@ -171,6 +174,11 @@ class _Job:
                           tuple(doubled)))
         return found
 
+    def half(self, module: Selected) -> Selected:
+        """The FP16 form of the flattened module (give it a copy): ``half_module`` is given the caller's module
+        (the example's reaches into its own layers), and the wrapper stays outside it."""
+        return Selected(self.options.half_module(module.module), module.paths)
+
     def calibration_feeds(self) -> list[dict[str, np.ndarray]]:
         """The caller's calibration feeds as arrays, each checked against the example's inputs (names,
         data types, ranks) so a mistake is named here rather than by ONNX Runtime mid-calibration."""
@@ -289,7 +297,7 @@ def _build_torchscript(job: _Job) -> bytes:
     device = "cuda" if FORMATS["torchscript"].device(job.options.gpus) == "gpu" else "cpu"
     half = device == "cuda" and job.options.half
     with _step(job.options.name, f"PyTorch -> TorchScript ({'FP16 on CUDA' if half else 'FP32 on ' + device})"):
-        data = torchscript.export(job.module, job.examples, device, half=half, half_module=job.options.half_module)
+        data = torchscript.export(job.module, job.examples, device, half=half, half_module=job.half)
     form = f"TorchScript{' FP16' if half else ''}"
     traced = _named(job.output_names, torchscript.run(data, job.examples, device))
     job.check(f"PyTorch vs {form}", job.reference, traced, reduced=half)
@@ -301,7 +309,7 @@ def _dynamic_shapes(job: _Job, most: int) -> tuple[tuple[dict[int, Any], ...]]:
     """torch.export's dims for each input: the batch, and the axes ``dynamic_axes`` names, whose range
     (a sequence no longer than the position table) and relations (two inputs of one length) the
     export finds in the module's code; one tuple, for the wrapper's ``*inputs``."""
-    batch = torch.export.Dim("batch", min=1, max=max(2, most))
+    batch = torch.export.Dim("batch", min=1, max=max(2, most, job.examples[0].shape[0]))  # the example may exceed the config's max
     shapes = []
     for name in job.input_names:
         named = (job.options.dynamic_axes or {}).get(name, {})
@@ -315,7 +323,7 @@ def _build_compiled(job: _Job) -> tuple[bytes, dict[str, Path]]:
     options = job.options
     gpu = FORMATS["compiled"].device(options.gpus) == "gpu"
     half = gpu and options.half
-    module = options.half_module(copy.deepcopy(job.module)) if half else job.module
+    module = job.half(copy.deepcopy(job.module)) if half else job.module
     examples = tuple(t.repeat(2, *[1] * (t.ndim - 1)) if t.shape[0] == 1 else t for t in job.examples)
     with _step(options.name, f"PyTorch -> torch.export program ({'FP16, ' if half else ''}dynamic batch)"):
         try:

@@ -40,7 +40,8 @@ def leaves(outputs: Any, prefix: str = "") -> list[tuple[str, Any]]:
 
 
 def _unnamed(path: str) -> bool:
-    return path == "" or path.isdigit()
+    """A leaf reached through sequences only (``""``, ``1``, ``0.1``): it has no name of its own."""
+    return all(part.isdigit() for part in path.split(".")) if path else True
 
 
 def output_paths(outputs: Any, names: Sequence[str]) -> list[str]:
