@@ -64,8 +64,9 @@ def relative(fraction: float) -> Callable[[str, Mapping[str, np.ndarray], Mappin
     source's largest magnitude. Quantization error scales with an output's range, so one absolute
     limit refuses a large output's small error and passes a small output's large one."""
     def compare_scaled(stage: str, reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray]):
-        limits = {name: fraction * max(float(np.max(np.abs(np.asarray(value, np.float64)))) if np.size(value) else 0.0, 1e-6)
-                  for name, value in reference.items()}
+        peaks = {name: float(np.max(np.abs(np.asarray(value, np.float64)))) if np.size(value) else 0.0
+                 for name, value in reference.items()}
+        limits = {name: fraction * max(peak, 1e-6) for name, peak in peaks.items()}
         return compare(stage, reference, candidate, limits, label=f"{{}} (vs {fraction:.0%} of its peak)")
     return compare_scaled
 

@@ -20,8 +20,9 @@ class HalfPrecision(torch.nn.Module):
 
     def forward(self, *inputs: torch.Tensor):
         outputs = self.module(*(x.half() if x.is_floating_point() else x for x in inputs))
-        return torch.utils._pytree.tree_map_only(torch.Tensor, lambda out: out.float() if out.is_floating_point() else out,
-                                                 outputs)  # a tensor, a tuple, a dict or a ModelOutput alike
+        # A tensor, a tuple, a dict or a ModelOutput alike: every floating tensor back to FP32.
+        return torch.utils._pytree.tree_map_only(
+            torch.Tensor, lambda out: out.float() if out.is_floating_point() else out, outputs)
 
 
 def export(module: torch.nn.Module, example_inputs: Sequence[torch.Tensor], device: str = "cpu",
