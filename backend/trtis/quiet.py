@@ -9,7 +9,12 @@ through here, so a program that configures nothing is quiet too:
   while the library loads, before TensorFlow reads that variable, so the absl INFO lines of the
   import are left out of what it writes to stderr; anything else it writes is kept.
 - ONNX Runtime's quantization (``onnxruntime_quantization``): its hint to run its pre-processing,
-  logged on the root logger before and after every model, is left out while it runs.
+  logged on the root logger before and after every model, and its notes on each weight with no
+  channel axis to quantize per channel (a LayerNorm's) and each bias it leaves in floating point,
+  are left out while it runs (``trtis.export`` lists what stayed in floating point).
+- Tracing (``tracing``): torch's TracerWarnings (a Python value the trace freezes) and the
+  deprecation notices of ``torch.jit`` are left out while ``trtis.export`` traces and checks:
+  the export runs every form at other batch sizes and shapes, which is what such a warning foretells.
 
 A variable the user set (``TF_CPP_MIN_LOG_LEVEL=0``) wins.
 """
@@ -26,7 +31,8 @@ from types import ModuleType
 
 # absl's C++ INFO line ("I0000 00:00:1795677982.67 7975 port.cc:153] ..."), and the line it writes before the first.
 ABSL_INFO = re.compile(r"I\d{4} [\d:.]+\s+\d+ \S+:\d+\] |WARNING: All log messages before absl::InitializeLog")
-QUANTIZATION_HINT = "pre-processing before quantization"
+QUANTIZATION_NOTES = re.compile(r"pre-processing before quantization|Axis \d+ is out-of-range for weight|"
+                                r"Expected bias '.*' to be an initializer")
 
 
 def verbose() -> bool:
@@ -83,7 +89,7 @@ def _stderr_without(lines: re.Pattern) -> Iterator[None]:
 
 class _WithoutQuantizationHint(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return verbose() or not (record.name == "root" and QUANTIZATION_HINT in record.getMessage())
+        return verbose() or not (record.name == "root" and QUANTIZATION_NOTES.search(record.getMessage()))
 
 
 @contextmanager
@@ -96,3 +102,18 @@ def onnxruntime_quantization() -> Iterator[None]:
         yield
     finally:
         root.removeFilter(hint)
+
+
+@contextmanager
+def tracing() -> Iterator[None]:
+    """While a module is traced, saved or loaded for a check: without the tracer's warnings and
+    ``torch.jit``'s deprecation notices, unless verbose."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        if not verbose():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=DeprecationWarning)
+        yield
