@@ -118,6 +118,7 @@ def model_config(
     parameters: Mapping[str, Any] | None = None,
     default_model_filename: str | None = None,
     warmup_batch_sizes: Sequence[int] = (),
+    warmup_inputs: Sequence[Tensor] | None = None,
 ) -> ModelConfig:
     """Build a model's configuration.
 
@@ -125,7 +126,8 @@ def model_config(
     so that the official images use their native backends and the embedded server the
     project's Python-based ones with the same repository. ``warmup_batch_sizes``: the server runs
     every instance once per size, on zeros, before it reports ready (first GPU runs of each shape
-    are slow).
+    are slow); its zeros have the dims of ``warmup_inputs`` (default ``inputs``), which must be
+    concrete where an input's are free (-1): Triton refuses to warm up a variable dimension.
     """
     if (platform is None) == (backend is None):
         raise ValueError(f"model {name!r}: give exactly one of platform and backend")
@@ -158,9 +160,14 @@ def model_config(
             allow_timeout_override=True, max_queue_size=dynamic_batching.max_queue_size))
     for key, value in (parameters or {}).items():
         config.parameters[key].string_value = str(value)
+    warmed = list(inputs if warmup_inputs is None else warmup_inputs)
+    free = [tensor.name for tensor in warmed if -1 in tensor.dims]
+    if warmup_batch_sizes and free:
+        raise ValueError(f"model {name!r}: inputs {free} have free dims (-1), which Triton cannot warm up: give "
+                         f"warmup_inputs with concrete dims")
     for size in warmup_batch_sizes:
         warmup = config.model_warmup.add(name=f"zeros, batch {size}", batch_size=size, count=1)
-        for tensor in inputs:
+        for tensor in warmed:
             warmup.inputs[tensor.name].CopyFrom(pb.ModelWarmup.Input(
                 data_type=triton_dtype(tensor.dtype), dims=[int(d) for d in tensor.dims], zero_data=True))
     return config
@@ -178,6 +185,16 @@ def batch_buckets(max_batch_size: int) -> list[int]:
         sizes += [size] if size < 4 else [size, size * 3 // 2]
         size *= 2
     return sorted({s for s in sizes if s < max_batch_size} | {max_batch_size})
+
+
+# A compiled CPU network's parameter: the batch sizes run once when an instance loads. torch.compile
+# makes one graph for a batch of one and one for any other size, so two sizes warm every batch.
+WARM_BATCH_SIZES = "warm_batch_sizes"
+
+
+def warm_batch_sizes(max_batch_size: int) -> str:
+    """The WARM_BATCH_SIZES parameter's value for a model of ``max_batch_size``."""
+    return ",".join(map(str, sorted({1, min(2, max_batch_size)})))
 
 
 def batch_buckets_text(max_batch_size: int) -> str:

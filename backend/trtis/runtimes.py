@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from trtis.config import BATCH_BUCKETS, DEFAULT_MODEL_FILENAME, PREPARED_INPUTS, ModelConfig
+from trtis.config import BATCH_BUCKETS, DEFAULT_MODEL_FILENAME, PREPARED_INPUTS, WARM_BATCH_SIZES, ModelConfig
 
 Feed = Mapping[str, np.ndarray]
 
@@ -203,10 +203,16 @@ class TorchScriptRuntime(TorchRuntime):
 class CompiledRuntime(TorchRuntime):
     """A ``torch.export`` program (``model.pt2``) compiled at load by ``torch.compile`` (inductor,
     dynamic batch), channels-last on a GPU; its precision is the program's own (``trtis.export``
-    exports the FP16 form for GPUs). The inductor cache lives in the config's ``inductor_cache_dir``
-    (default: ``inductor-cache`` beside the model file), so the compile that ``convert.sh`` ran on
-    this host makes every later load a warm start. The compiled kernels belong to one torch version
-    and one GPU type: build on the serving host."""
+    exports the FP16 form for GPUs). Each instance runs its ``batch_buckets`` (a GPU) or
+    ``warm_batch_sizes`` (a CPU) at load, or the exported example's shape where neither is set (a
+    model without a batch axis), so no request waits for a compile.
+
+    The inductor cache that ``trtis.export`` shipped beside the model file (``inductor-cache``) seeds
+    a writable copy beside the server's state (``$TRTIS_STATE_DIR/inductor-cache/<model>``, kept
+    across restarts; a temporary folder without one): the compile ``convert.sh`` ran on this host
+    makes every load a warm start, and serving never writes into the repository. A config's
+    ``inductor_cache_dir`` is used in place (the export's own). The compiled kernels belong to one
+    torch version and one GPU type: build on the serving host."""
 
     def load_module(self, path: Path, parameters: Mapping[str, str]):
         import locale
@@ -216,7 +222,12 @@ class CompiledRuntime(TorchRuntime):
         # its UTF-8 code templates with the default encoding.
         locale.setlocale(locale.LC_CTYPE, "C.UTF-8")
         torch = self.torch
-        cache = Path(parameters.get("inductor_cache_dir") or path.parent / "inductor-cache")
+        self.scratch = None
+        if parameters.get("inductor_cache_dir"):
+            cache = Path(parameters["inductor_cache_dir"])
+        else:
+            cache = _writable_cache(path.parent / "inductor-cache", self.name)
+            self.scratch = None if os.environ.get("TRTIS_STATE_DIR") else cache
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache)  # one model per backend process
         module = torch.export.load(str(path)).module()
         # The program asserts the device and dtype each .to() saw at export (the CPU, FP32); it is
@@ -228,9 +239,11 @@ class CompiledRuntime(TorchRuntime):
         # Warmed with the dtypes it will be fed (the config's, e.g. FP16 images), not the program's own
         # (FP32 at export): a dtype the warm-up did not see recompiles the graph at the first requests
         # in every instance (on an H100 none finished in the bench's first 13 s).
+        # Free axes at the exported example's size (the hint a symbolic size keeps).
         placeholders = [node.meta["val"] for node in module.graph.nodes if node.op == "placeholder"]
         fed = list(self.inputs.values())  # in the order ``run`` passes them
-        shapes = [(value.shape[1:], torch.from_numpy(np.empty(0, fed[n])).dtype
+        shapes = [([int(size.node.hint) if isinstance(size, torch.SymInt) else int(size) for size in value.shape],
+                   torch.from_numpy(np.empty(0, fed[n])).dtype
                    if n < len(fed) and fed[n] is not None and np.dtype(fed[n]).kind == "f" else value.dtype)
                   for n, value in enumerate(placeholders)]
         module = module.to(self.device)
@@ -238,10 +251,12 @@ class CompiledRuntime(TorchRuntime):
         if self.channels_last:
             module = module.to(memory_format=torch.channels_last)
         self.module = torch.compile(module, dynamic=True, mode=parameters.get("compile_mode") or None)
-        self.buckets = sorted(int(size) for size in parameters.get(BATCH_BUCKETS, "").split(",") if size)
+        self.buckets = _sizes(parameters.get(BATCH_BUCKETS, ""))
+        warm = self.buckets or _sizes(parameters.get(WARM_BATCH_SIZES, ""))
         with torch.inference_mode():  # each bucket's first run, now: about 0.7 s each for a conv net on an H100
-            for bucket in self.buckets:
-                self.call([torch.zeros((bucket, *shape), dtype=dtype, device=self.device) for shape, dtype in shapes])
+            for batch in warm or [None]:
+                self.call([torch.zeros(shape if batch is None else (batch, *shape[1:]), dtype=dtype, device=self.device)
+                           for shape, dtype in shapes])
         if self.channels_last:
             torch.cuda.empty_cache()  # the warm-up's largest batch need not stay reserved at rest
         return self.module
@@ -258,6 +273,42 @@ class CompiledRuntime(TorchRuntime):
             args = [a.contiguous(memory_format=self.torch.channels_last) if a.ndim == 4 else a for a in args]
         result = self.module(*args)
         return result if bucket == count else [r[:count] for r in result]
+
+    def close(self) -> None:
+        if self.scratch is not None:
+            import shutil
+
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def _sizes(text: str) -> list[int]:
+    return sorted(int(size) for size in text.split(",") if size)
+
+
+def _writable_cache(shipped: Path, model: str) -> Path:
+    """Where a served compiled model's inductor cache goes: beside the server's state (one per
+    model, kept across restarts) or a temporary folder, seeded with the files ``shipped`` has that
+    it lacks. Each file lands whole (a copy, then a rename): the model's instances seed it at once."""
+    import os
+    import shutil
+    import tempfile
+
+    state = os.environ.get("TRTIS_STATE_DIR")
+    if state:
+        cache = Path(state) / "inductor-cache" / model
+        cache.mkdir(parents=True, exist_ok=True)
+    else:
+        cache = Path(tempfile.mkdtemp(prefix=f"trtis-inductor-{model}-"))
+    for source in shipped.rglob("*") if shipped.is_dir() else ():
+        target = cache / source.relative_to(shipped)
+        if source.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        elif not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(f".{target.name}.{os.getpid()}")
+            shutil.copy2(source, partial)
+            os.replace(partial, target)
+    return cache
 
 
 def _cudart():

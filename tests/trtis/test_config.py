@@ -111,7 +111,19 @@ def test_warmup_batch_sizes_become_model_warmup_on_zeros_for_every_input():
     assert config.from_text(config.to_text(built)) == built
 
 
+def test_a_free_dim_is_warmed_at_the_size_warmup_inputs_give():
+    """Triton refuses to warm up a variable dimension: the config says so before Triton does."""
+    common = dict(platform="pytorch_libtorch", max_batch_size=4, outputs=[config.Tensor("out", np.float32, [1])],
+                  inputs=[config.Tensor("ids", np.int64, [-1])], warmup_batch_sizes=[1])
+    with pytest.raises(ValueError, match=r"inputs \['ids'\] have free dims \(-1\).*give warmup_inputs"):
+        config.model_config("encoder", **common)
+    built = config.model_config("encoder", **common, warmup_inputs=[config.Tensor("ids", np.int64, [12])])
+    assert list(built.input[0].dims) == [-1] and list(built.model_warmup[0].inputs["ids"].dims) == [12]
+
+
 def test_compiled_gpu_networks_run_a_few_batch_sizes():
     assert config.batch_buckets(64) == [1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64]
     assert config.batch_buckets(10) == [1, 2, 4, 6, 8, 10] and config.batch_buckets(1) == [1]
     assert config.batch_buckets_text(32) == "1,2,4,6,8,12,16,24,32"
+    # On a CPU nothing is padded: a graph for a batch of one and one for the rest.
+    assert config.warm_batch_sizes(8) == "1,2" and config.warm_batch_sizes(1) == "1"

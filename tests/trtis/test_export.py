@@ -93,7 +93,7 @@ def test_a_step_over_its_tolerance_fails_naming_it():
     ("onnx", {"gpus": [0]}, "the onnx format runs on the CPU"),
     ("onnx-int8", {}, "pass calibration feeds"),
     ("onnx", {"calibration_method": "kl"}, "calibration method 'kl'"),
-    ("onnx", {"max_batch_size": 0}, "max_batch_size must be at least 1"),
+    ("onnx", {"max_batch_size": -1}, r"max_batch_size must be 0 \(no batch axis\) or more"),
     ("savedmodel", {}, "unknown network format 'savedmodel'"),
 ])
 def test_options_are_refused_before_any_work(fmt, options, message, monkeypatch):

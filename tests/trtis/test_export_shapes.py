@@ -14,7 +14,7 @@ import torch
 import tritonclient.grpc as grpcclient
 
 from trtis import config, export, repository, runtimes
-from trtis.serving import LaunchError, serve
+from trtis.serving import LaunchError, load_check, serve
 
 from servers import start_script
 
@@ -208,6 +208,48 @@ def test_a_torchscript_model_with_a_torchvision_op_loads_and_serves(tmp_path):
     np.testing.assert_array_equal(kept, [[1.0, 0.0, 1.0]])
 
 
+class Padded(torch.nn.Module):
+    """A torchvision detector's list of dicts -> boxes [B, K, 4], scores [B, K], labels [B, K]."""
+
+    def __init__(self, detector: torch.nn.Module, keep: int = 100):
+        super().__init__()
+        self.detector, self.keep = detector, keep
+
+    def forward(self, images: torch.Tensor):
+        found = self.detector(list(images))
+        # Padded with tensors, not sliced by a count: a Python int would be frozen by tracing.
+        boxes = [torch.cat([one["boxes"], one["boxes"].new_zeros(self.keep, 4)])[:self.keep] for one in found]
+        scores = [torch.cat([one["scores"], one["scores"].new_zeros(self.keep)])[:self.keep] for one in found]
+        labels = [torch.cat([one["labels"], one["labels"].new_zeros(self.keep)])[:self.keep] for one in found]
+        return torch.stack(boxes), torch.stack(scores), torch.stack(labels)
+
+
+@pytest.mark.skipif(not HAS_TORCHVISION, reason="torchvision is not installed (install.sh installs it on GPU hosts: its "
+                                                "wheels do not import beside the CPU build of torch)")
+def test_a_torchvision_detector_behind_a_padding_wrapper_serves_what_it_detects(tmp_path):
+    """docs/converter.md's wrapper, on a detector nobody here wrote (random weights): exported,
+    loaded in a fresh process at export, served, and compared on an image it was not traced with."""
+    import torchvision
+
+    torch.manual_seed(0)
+    detector = torchvision.models.detection.ssdlite320_mobilenet_v3_large(
+        weights=None, weights_backbone=None, num_classes=3, score_thresh=0.0).eval()
+    wrapped = Padded(detector, keep=20).eval()
+    example, other = torch.rand(1, 3, 160, 160), torch.rand(1, 3, 160, 160)
+    exported = export.export(wrapped, [example], ["images"], ["boxes", "scores", "labels"], "torchscript",
+                             name="detector", max_batch_size=1, half=False)  # FP32 on a GPU too: same boxes
+    assert any("fresh process" in row.stage for row in exported.comparisons)
+    repository.write_repository(tmp_path / "repo", [exported.model])
+    with serve(tmp_path / "repo") as server:
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        served = infer(client, "detector", "images", other.numpy(), ["boxes", "scores", "labels"])
+    device = "cuda" if exported.device == "gpu" else "cpu"  # where the server ran it
+    with torch.inference_mode():
+        expected = [t.cpu().numpy() for t in wrapped.to(device)(other.to(device))]
+    for got, want in zip(served, expected):
+        np.testing.assert_allclose(got, want, atol=1e-3)
+
+
 OPS = """import torch
 
 library = torch.library.Library("trtis_test", "DEF")
@@ -251,3 +293,24 @@ def test_a_custom_op_fails_the_load_with_its_whole_reason_and_loads_from_op_libr
     with pytest.raises(LaunchError, match="op_libraries names 'no_such_ops'"):
         with serve(repository_with({runtimes.OP_LIBRARIES: "no_such_ops", "x": "1"})):
             pass
+
+
+def test_an_export_that_loads_only_in_the_callers_process_fails_at_export(tmp_path, monkeypatch):
+    """The export loads what it built in a fresh process with the backend's imports: a custom op
+    the caller's script registered fails there, saying where to declare it, and loads once declared."""
+    ops = tmp_path / "trtis_test_ops.py"
+    ops.write_text(OPS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import trtis_test_ops  # noqa: F401
+
+    class Twice(torch.nn.Module):
+        def forward(self, x):
+            return torch.ops.trtis_test.twice(x)
+
+    with pytest.raises(load_check.LoadError, match=r"fails in a fresh one, as it would in the server \(.*"
+                                                   r"trtis_test::twice.*op_libraries"):
+        export.export(Twice(), [torch.ones(2, 3)], ["x"], ["y"], "torchscript", name="twice")
+    exported = export.export(Twice(), [torch.ones(2, 3)], ["x"], ["y"], "torchscript", name="twice",
+                             parameters={runtimes.OP_LIBRARIES: str(ops)})
+    fresh = [row for row in exported.comparisons if "fresh process" in row.stage]
+    assert fresh and all(row.ok for row in fresh), exported.comparisons

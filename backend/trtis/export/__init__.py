@@ -18,10 +18,11 @@ comparison over its tolerance raises ``verify.VerificationError`` naming the ste
 Outputs: whatever the module returns (a dict, a ``ModelOutput``, nested tuples) is flattened by
 name (``trtis.export.outputs``), and every format is built from that flat form.
 
-Shapes: axis 0 is the batch; ``dynamic_axes`` names more (``{"ids": {1: "sequence"}}``), for every
-format. The built form is also run, and compared with the module, on inputs the config allows but the
-example is not: another batch size (1, or 2 when the example has one), and every dynamic axis at twice
-the example's size. A form that fails there (a batch frozen at the example's size, an axis the
+Shapes: axis 0 is the batch (``max_batch_size=0``: the model has none, and every axis is the
+config's); ``dynamic_axes`` names more (``{"ids": {1: "sequence"}}``), for every format. The built
+form is also run, and compared with the module, on inputs the config allows but the example is not:
+batch 1 (or 2 when the example has one) and the max batch size, and every dynamic axis at twice the
+example's size. A form that fails there (a batch frozen at the example's size, an axis the
 program fixed) fails the export with ``ShapeError``, saying what to change, instead of failing in the
 server. A per-example scalar output (``[batch]``) is configured as dims ``[1]`` reshaped to ``[]``.
 """
@@ -41,10 +42,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from trtis import config, repository, verify
+from trtis import config, quiet, repository, verify
 from trtis.export import onnx as trtis_onnx
 from trtis.export import quantize, tensorrt, torchscript
 from trtis.export.outputs import Selected, output_paths
+from trtis.serving import load_check
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +59,10 @@ Comparator = Callable[[str, Outputs, Outputs], list[verify.Comparison]]
 class ExportOptions:
     """How the model is exported and configured; ``export`` takes these as keyword arguments.
 
-    ``instances`` is per GPU for the GPU formats (on ``gpus``, default all). ``inputs``/``outputs``
-    override the config tensors that are otherwise read from the example inputs and the module's
-    outputs (batch axis first). ``calibration`` (INT8): real input feeds, or a function returning
+    ``instances`` is per GPU for the GPU formats (on ``gpus``, default all). ``max_batch_size=0``: the
+    model has no batch axis (Triton's meaning). ``inputs``/``outputs`` override the config tensors that
+    are otherwise read from the example inputs and the module's outputs (batch axis first, unless
+    there is none). ``calibration`` (INT8): real input feeds, or a function returning
     them, called only when an INT8 form is built.
     """
 
@@ -141,10 +144,13 @@ class _Job:
         self.reference = _named(output_names, self.module.pick(returned))
         self.comparisons: list[verify.Comparison] = []
         self.reduced_stages: set[str] = set()  # the stages checked with compare_reduced (INT8, FP16)
+        self.reduced = False  # whether the form built lowers the precision (INT8, FP16)
         self.notes: list[str] = []
         self._int8: dict[str, bytes] = {}
-        self.config_inputs = options.inputs or _tensors(input_names, self.feeds, options.dynamic_axes)
-        self.config_outputs = options.outputs or _tensors(output_names, self.reference, options.dynamic_axes)
+        self.batched = options.max_batch_size > 0  # axis 0 is the batch
+        self.config_inputs = options.inputs or _tensors(input_names, self.feeds, options.dynamic_axes, self.batched)
+        self.config_outputs = options.outputs or _tensors(output_names, self.reference, options.dynamic_axes,
+                                                          self.batched)
 
     def check(self, stage: str, reference: Outputs, candidate: Outputs, reduced: bool = False) -> None:
         compare = self.options.compare_reduced if reduced else self.options.compare
@@ -156,16 +162,20 @@ class _Job:
 
     @functools.cached_property
     def variants(self) -> list[tuple[str, str, tuple[torch.Tensor, ...]]]:
-        """Inputs the config allows and the example is not, with what a failure there means: another
-        batch size, and every axis the config leaves free (-1) at twice the example's size."""
+        """Inputs the config allows and the example is not, with what a failure there means: other
+        batch sizes (1, or 2 when the example has one, and the max), and every axis the config leaves
+        free (-1) at twice the example's size."""
         found = []
-        batch = self.examples[0].shape[0]
-        other = 1 if batch != 1 else 2
-        if other <= self.options.max_batch_size:
-            found.append((f"batch {other}", "axis 0 is the batch, but the form fixed it at the example's size (a loop or "
-                          "reshape over the batch, or dynamic_axes without axis 0): make the module batch-agnostic",
-                          tuple(torch.cat([t] * other)[:other] for t in self.examples)))
-        free = {tensor.name: [axis + 1 for axis, size in enumerate(tensor.dims) if size == -1] for tensor in self.config_inputs}
+        most, batch = self.options.max_batch_size, self.examples[0].shape[0]
+        for other in sorted({1 if batch != 1 else 2, most} - {batch}) if self.batched else ():
+            if other <= most:
+                found.append((f"batch {other}", "axis 0 is the batch, but the form fixed it at the example's size (a "
+                              "loop or reshape over the batch): make the module batch-agnostic, or export it with "
+                              "max_batch_size=0 (no batch axis)",
+                              tuple(torch.cat([t] * other)[:other] for t in self.examples)))
+        offset = 1 if self.batched else 0  # the config's dims leave the batch axis out
+        free = {tensor.name: [axis + offset for axis, size in enumerate(tensor.dims) if size == -1]
+                for tensor in self.config_inputs}
         if any(free.get(name) for name in self.input_names):
             doubled = []
             for name, tensor in zip(self.input_names, self.examples):
@@ -231,7 +241,7 @@ class _Job:
         """The exported ONNX model and its outputs on the example inputs."""
         with _step(self.options.name, "PyTorch -> ONNX"):
             model = trtis_onnx.export(self.module, self.examples, self.input_names, self.output_names,
-                                      self.options.dynamic_axes)
+                                      self.options.dynamic_axes, batch=self.batched)
         outputs = trtis_onnx.run(model, self.feeds)
         self.check("PyTorch vs ONNX", self.reference, outputs)
         return model, outputs
@@ -292,14 +302,14 @@ def _build_onnx(job: _Job) -> bytes:
 
 
 def _build_onnx_int8(job: _Job) -> bytes:
-    data = job.int8(job.options.int8_form)
+    data, job.reduced = job.int8(job.options.int8_form), True
     job.check_shapes("INT8 ONNX", _onnx_runner(job, data), reduced=True)
     return data
 
 
 def _build_torchscript(job: _Job) -> bytes:
     device = "cuda" if FORMATS["torchscript"].device(job.options.gpus) == "gpu" else "cpu"
-    half = device == "cuda" and job.options.half
+    half = job.reduced = device == "cuda" and job.options.half
     with _step(job.options.name, f"PyTorch -> TorchScript ({'FP16 on CUDA' if half else 'FP32 on ' + device})"):
         data = torchscript.export(job.module, job.examples, device, half=half, half_module=job.half)
     form = f"TorchScript{' FP16' if half else ''}"
@@ -310,15 +320,16 @@ def _build_torchscript(job: _Job) -> bytes:
 
 
 def _dynamic_shapes(job: _Job, most: int) -> tuple[tuple[dict[int, Any], ...]]:
-    """torch.export's dims for each input: the batch, and the axes ``dynamic_axes`` names, whose range
-    (a sequence no longer than the position table) and relations (two inputs of one length) the
-    export finds in the module's code; one tuple, for the wrapper's ``*inputs``."""
+    """torch.export's dims for each input: the batch (where there is one), and the axes
+    ``dynamic_axes`` names, whose range (a sequence no longer than the position table) and relations
+    (two inputs of one length) the export finds in the module's code; one tuple, for the wrapper's
+    ``*inputs``."""
     # The example's batch may exceed the config's max (convert.sh checks with five images).
-    batch = torch.export.Dim("batch", min=1, max=max(2, most, job.examples[0].shape[0]))
+    batch = {0: torch.export.Dim("batch", min=1, max=max(2, most, job.examples[0].shape[0]))} if job.batched else {}
     shapes = []
     for name in job.input_names:
         named = (job.options.dynamic_axes or {}).get(name, {})
-        shapes.append({0: batch, **{axis: torch.export.Dim.AUTO for axis in named}})
+        shapes.append({**batch, **{axis: torch.export.Dim.AUTO for axis in named}})
     return (tuple(shapes),)
 
 
@@ -327,10 +338,12 @@ def _build_compiled(job: _Job) -> tuple[bytes, dict[str, Path]]:
     uses, on this host, and ships the inductor cache beside the model so the server starts warm."""
     options = job.options
     gpu = FORMATS["compiled"].device(options.gpus) == "gpu"
-    half = gpu and options.half
+    half = job.reduced = gpu and options.half
     module = job.half(copy.deepcopy(job.module)) if half else job.module
-    examples = tuple(t.repeat(2, *[1] * (t.ndim - 1)) if t.shape[0] == 1 else t for t in job.examples)
-    with _step(options.name, f"PyTorch -> torch.export program ({'FP16, ' if half else ''}dynamic batch)"):
+    # A batch of one would be specialised (torch.export's 0/1 rule): the program traces two.
+    examples = tuple(t.repeat(2, *[1] * (t.ndim - 1)) if job.batched and t.shape[0] == 1 else t for t in job.examples)
+    with _step(options.name, f"PyTorch -> torch.export program ({'FP16, ' if half else ''}"
+                             f"{'dynamic batch' if job.batched else 'no batch axis'})"):
         try:
             program = torch.export.export(module, examples, dynamic_shapes=_dynamic_shapes(job, options.max_batch_size))
         except torch._dynamo.exc.UserError as error:  # a dynamic axis the module's code constrains
@@ -352,18 +365,14 @@ def _build_compiled(job: _Job) -> tuple[bytes, dict[str, Path]]:
                         for t in options.inputs or ()}
             dtypes = {n: declared.get(n, job.feeds[n].dtype) for n in job.input_names}
             with temporary_cache_dir(str(cache)):
-                runtime = runtimes.CompiledRuntime(options.name, path, device, {"inductor_cache_dir": str(cache)},
-                                                   dtypes, job.output_names)
+                # The sizes the server warms, compiled now: they ship in the cache.
+                settings = {"inductor_cache_dir": str(cache), **_compiled_settings(options, "gpu" if gpu else "cpu")}
+                runtime = runtimes.CompiledRuntime(options.name, path, device, settings, dtypes, job.output_names)
                 compiled = runtime.run(runtimes.typed(job.feeds, dtypes))
         job.check(f"PyTorch vs compiled{' FP16' if half else ''}", job.reference, compiled, reduced=half)
-        if gpu:
-            def run(tensors):
-                with temporary_cache_dir(str(cache)):
-                    return runtime.run(runtimes.typed(_feeds(job.input_names, tensors), dtypes))
-        else:  # the program itself: its guards are what refuse a shape; compiling each on a CPU takes minutes
-            eager = program.module()
-            def run(tensors):
-                return _named(job.output_names, eager(*tensors))
+        def run(tensors):  # the warmed graphs serve every batch size; a doubled free axis is what may compile
+            with temporary_cache_dir(str(cache)):
+                return runtime.run(runtimes.typed(_feeds(job.input_names, tensors), dtypes))
         job.check_shapes(f"compiled{' FP16' if half else ''}", run, reduced=half)
         return path.read_bytes(), {"1/inductor-cache": cache}
 
@@ -373,6 +382,7 @@ def _build_tensorrt(job: _Job) -> bytes:
     if len(job.input_names) != 1:
         raise ValueError(f"model {options.name!r}: the TensorRT plan builder takes one input, not {job.input_names}")
     dims = list(job.feeds[job.input_names[0]].shape[1:])
+    job.reduced = True
     cache = Path(options.cache_dir) / "tensorrt.timing-cache" if options.cache_dir else None
     with _step(options.name, "INT8 QDQ ONNX -> TensorRT plan"):
         return tensorrt.build_plan(job.int8("tensorrt"), job.input_names[0], dims, options.max_batch_size,
@@ -380,9 +390,13 @@ def _build_tensorrt(job: _Job) -> bytes:
 
 
 def _compiled_settings(options: ExportOptions, device: str) -> dict[str, str]:
-    if device != "gpu":
+    """What a compiled model runs at load: a GPU's batch buckets, a CPU's two graphs (a batch of one
+    and any other); a model without a batch axis, its example's shape."""
+    if options.max_batch_size == 0:
         return {}
-    return {config.BATCH_BUCKETS: config.batch_buckets_text(options.max_batch_size)}
+    if device == "gpu":
+        return {config.BATCH_BUCKETS: config.batch_buckets_text(options.max_batch_size)}
+    return {config.WARM_BATCH_SIZES: config.warm_batch_sizes(options.max_batch_size)}
 
 
 FORMATS: dict[str, Format] = {f.name: f for f in (
@@ -406,9 +420,10 @@ def validate(format: str, options: ExportOptions, input_names: Sequence[str], ex
         raise ValueError(f"unknown network format {format!r}: choose one of {', '.join(CHOICES)}")
     if len(input_names) != len(example_inputs):
         raise ValueError(f"{len(example_inputs)} example inputs but {len(input_names)} input names")
-    for key in ("max_batch_size", "instances"):
-        if getattr(options, key) < 1:
-            raise ValueError(f"{key} must be at least 1, not {getattr(options, key)}")
+    if options.max_batch_size < 0:
+        raise ValueError(f"max_batch_size must be 0 (no batch axis) or more, not {options.max_batch_size}")
+    if options.instances < 1:
+        raise ValueError(f"instances must be at least 1, not {options.instances}")
     if options.calibration_method not in quantize.METHODS:
         raise ValueError(f"calibration method {options.calibration_method!r} is not one of {sorted(quantize.METHODS)}")
     if options.int8_form not in quantize.FORMS:
@@ -432,6 +447,9 @@ def validate(format: str, options: ExportOptions, input_names: Sequence[str], ex
             raise ValueError(f"the {format} format was asked to run on GPUs {gpus}, but this machine has no CUDA GPU")
         if any(g >= count for g in gpus):
             raise ValueError(f"GPUs {gpus}: this machine has {count} GPU(s), numbered from 0")
+    if format == "tensorrt" and options.max_batch_size == 0:
+        raise ValueError("the tensorrt format's optimisation profile ranges over a batch axis: give max_batch_size "
+                         "of 1 or more, or use the compiled format for a model without one")
     if entry.calibrated and options.calibration is None:
         raise ValueError(f"the {format} format is calibrated INT8: pass calibration feeds (real inputs)")
 
@@ -453,6 +471,7 @@ def _choose(job: _Job) -> str:
     int8 = job.int8("cpu")
     failed = [row for row in job.comparisons[before:] if not row.ok]
     if failed:  # INT8 is a speed-up, not a requirement: FP32 ONNX serves, and the note says why
+        job.reduced_stages -= {row.stage for row in job.comparisons[before:]}
         del job.comparisons[before:]
         worst = max(failed, key=lambda row: row.max_abs / row.tolerance)
         job.notes.append(f"auto: onnx (TensorRT unusable: {reason}; INT8 failed its check: {worst.output} differs by "
@@ -468,15 +487,16 @@ def _choose(job: _Job) -> str:
 
 
 def _tensors(names: Sequence[str], arrays: Mapping[str, np.ndarray],
-             dynamic: Mapping[str, Mapping[int, str]] | None) -> list[config.Tensor]:
-    """The config's tensors, batch axis left out: the axes ``dynamic`` names are -1; a tensor that is
-    only a batch (one number per example) is dims [1] reshaped to [] (Triton needs dims)."""
+             dynamic: Mapping[str, Mapping[int, str]] | None, batched: bool) -> list[config.Tensor]:
+    """The config's tensors, batch axis (where there is one) left out: the axes ``dynamic`` names
+    are -1; a tensor that is only a batch (one number per example), or a scalar, is dims [1]
+    reshaped to [] (Triton needs dims)."""
     tensors = []
     for name in names:
         shape = list(arrays[name].shape)
         for axis in (dynamic or {}).get(name, {}):
             shape[axis] = -1
-        dims = shape[1:]
+        dims = shape[1:] if batched else shape
         tensors.append(config.Tensor(name, arrays[name].dtype, dims or [1], reshape=None if dims else []))
     return tensors
 
@@ -488,16 +508,12 @@ def export(module: torch.nn.Module, example_inputs: Sequence[torch.Tensor], inpu
     settings = ExportOptions(**options)
     validate(format, settings, input_names, example_inputs)
     job = _Job(module, example_inputs, input_names, output_names, settings)
-    chosen = _choose(job) if format == "auto" else format
-    entry = FORMATS[chosen]
-    built = entry.build(job)
+    with quiet.tracing():
+        chosen = _choose(job) if format == "auto" else format
+        entry = FORMATS[chosen]
+        built = entry.build(job)
     artefact, files = built if isinstance(built, tuple) else (built, {})
-    try:
-        verify.require(job.comparisons)
-    except verify.VerificationError as error:
-        if any(not row.ok and row.stage in job.reduced_stages for row in job.comparisons):
-            raise verify.VerificationError(f"{error}. {REDUCED_ADVICE}") from None
-        raise
+    _require(job)
     device = entry.device(settings.gpus)
     common = dict(
         max_batch_size=settings.max_batch_size, dynamic_batching=settings.dynamic_batching,
@@ -512,12 +528,42 @@ def export(module: torch.nn.Module, example_inputs: Sequence[torch.Tensor], inpu
         # The first run of each batch size in each instance's process is slow on a GPU (kernels load,
         # cuDNN chooses algorithms): the server runs the small ones before it reports ready. Not all of
         # them: each process's allocator keeps the memory of the largest batch it ran.
-        common["warmup_batch_sizes"] = range(1, min(settings.warmup_max_batch, settings.max_batch_size) + 1)
+        # A model without a batch axis is warmed once (Triton's batch_size 1); free axes at the example's size.
+        most = settings.max_batch_size if job.batched else 1
+        common["warmup_batch_sizes"] = range(1, min(settings.warmup_max_batch, most) + 1)
+        common["warmup_inputs"] = [replace(t, dims=list(job.feeds[t.name].shape[1 if job.batched else 0:]))
+                                   if -1 in t.dims and t.name in job.feeds else t for t in job.config_inputs]
         instances = config.Instances(settings.instances, kind="gpu", gpus=tuple(settings.gpus))
     else:
         instances = config.Instances(settings.instances)
     model_config = config.model_config(settings.name, **entry.serves, instances=[instances], **common)
+    model = repository.Model(model_config, artefact, files={**files, **settings.files})
+    _check_fresh_load(job, model, f"cuda:{settings.gpus[0] if settings.gpus else 0}" if device == "gpu" else "cpu")
     for note in job.notes:
         log.info("%s: %s", settings.name, note)
-    return Exported(repository.Model(model_config, artefact, files={**files, **settings.files}), job.comparisons,
-                    chosen, device, job.notes)
+    return Exported(model, job.comparisons, chosen, device, job.notes)
+
+
+def _check_fresh_load(job: _Job, model: repository.Model, device: str) -> None:
+    """Load the model as written into a repository, in a new process with only its backend's
+    imports, and compare what it computes there with the module: "exports but cannot load in the
+    server" (a type, an op or a module only the caller's process had) fails here."""
+    with tempfile.TemporaryDirectory(prefix="trtis-export-") as root:
+        repository.write_repository(Path(root), [model])
+        with _step(job.options.name, f"loaded and run in a fresh process on {device}"):
+            outputs = load_check.run_fresh(Path(root), model.config.name, device, job.feeds)
+    # Inputs the config declares narrower than the example's (FP16 images) reach it cast, as in the server.
+    cast = any(tensor.data_type != config.triton_dtype(job.feeds[tensor.name].dtype)
+               for tensor in model.config.input if tensor.name in job.feeds)
+    job.check(f"PyTorch vs {model.config.name} loaded in a fresh process", job.reference, outputs, job.reduced or cast)
+    _require(job)
+
+
+def _require(job: _Job) -> None:
+    """Raise on any comparison over its tolerance; for a reduced-precision one, say what to change."""
+    try:
+        verify.require(job.comparisons)
+    except verify.VerificationError as error:
+        if any(not row.ok and row.stage in job.reduced_stages for row in job.comparisons):
+            raise verify.VerificationError(f"{error}. {REDUCED_ADVICE}") from None
+        raise

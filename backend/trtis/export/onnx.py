@@ -23,10 +23,12 @@ OPSET = 17
 
 def export(module: torch.nn.Module, example_inputs: Sequence[torch.Tensor], input_names: Sequence[str],
            output_names: Sequence[str], dynamic_axes: Mapping[str, Mapping[int, str]] | None = None,
-           opset: int = OPSET) -> onnx.ModelProto:
-    """Export ``module`` (eval mode) with axis 0 of every input and output dynamic ("batch"), and the
-    axes of ``dynamic_axes`` besides (``{"ids": {1: "sequence"}}``: they add to the batch axis)."""
-    axes = {name: {0: "batch", **(dynamic_axes or {}).get(name, {})} for name in [*input_names, *output_names]}
+           opset: int = OPSET, batch: bool = True) -> onnx.ModelProto:
+    """Export ``module`` (eval mode) with axis 0 of every input and output dynamic ("batch", unless
+    ``batch`` is false: a model without one), and the axes of ``dynamic_axes`` besides
+    (``{"ids": {1: "sequence"}}``: they add to the batch axis)."""
+    batch_axis = {0: "batch"} if batch else {}
+    axes = {name: {**batch_axis, **(dynamic_axes or {}).get(name, {})} for name in [*input_names, *output_names]}
     buffer = io.BytesIO()
     with torch.no_grad():
         torch.onnx.export(module.eval(), tuple(example_inputs), buffer, input_names=list(input_names),

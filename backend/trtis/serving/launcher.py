@@ -305,6 +305,7 @@ def _start_claimed(mode: str, repository: Path, host: str, ports: Ports, state_d
                   *(["--proxy-binary", str(door.nginx), "--proxy-conf", str(door.conf)] if door else []),
                   "--", *server_command]
     environment = embedded.environment()
+    environment["TRTIS_STATE_DIR"] = str(state_dir.resolve())  # where backends keep what they make (compile caches)
     if use_mps:
         try:
             environment.update(mps.start(state_dir))
