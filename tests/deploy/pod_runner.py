@@ -2,17 +2,20 @@
 tritonserver), its environment and its probe command, with the bundled tritonserver binary.
 
 Only what must differ on this machine is substituted: ``python3`` is this interpreter; the
-tritonserver program is the bundled binary, with its repository, backend and cache folders and
-free local ports (gRPC on loopback); the state file is a temporary one; the shared-memory prefix a
-fresh one, in both places the pod names it. The image's PYTHONPATH (/opt/trtis) becomes the source
-tree for the supervisor, whose server runs the project's Python-based backends (they need the
-whole package; the image's native backends need none of it), and a copy of exactly the files the
-image holds (rendered_manifests.image_package) for the probe.
+tritonserver program is the bundled binary, with its repository and cache folders and free local
+ports (gRPC on loopback); the state file is a temporary one; the shared-memory prefix a fresh one,
+in both places the pod names it. The image's files are laid out as its Dockerfile lays them out:
+the package (rendered_manifests.image_package) is the PYTHONPATH of the supervisor, the server and
+the probe, and the backends folder is the bundled python backend (standing in for the image's own)
+with the project's backends copied beside it by the image's ``python3 -m trtis.serving.backend_tree
+... --copy``, run from that package. Where the image has native backends this machine has none, so
+the project's Python-based ones of the same names serve those platforms here.
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -20,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from rendered_manifests import (ROOT, container_env, expanded_args, flags, image_package, render, supervised,
+from rendered_manifests import (container_env, expanded_args, flags, image_package, render, supervised,
                                 triton_container, with_port)
 from servers import wait_until
 from trtis.serving import Ports, embedded, launcher, process
@@ -61,6 +64,17 @@ def localized(args: list[str], pod_prefix: str, shm_prefix: str) -> list[str]:
     return [arg.replace(pod_prefix, shm_prefix) for arg in args]
 
 
+def image_backends(backends: Path, package: Path) -> Path:
+    """The image's backends folder: a python backend (the bundled one here), then the Dockerfile's
+    ``python3 -m trtis.serving.backend_tree /opt/tritonserver/backends --copy``, run from the image's package."""
+    if not (backends / "python").exists():
+        shutil.copytree(embedded.DEFAULT_HOME / "backends" / "python", backends / "python")
+    laid = subprocess.run([sys.executable, "-m", "trtis.serving.backend_tree", str(backends), "--copy"],
+                          env={**os.environ, "PYTHONPATH": str(package)}, capture_output=True, text=True, timeout=60)
+    assert laid.returncode == 0, laid.stderr
+    return backends
+
+
 @contextlib.contextmanager
 def run_pod(repository: Path, state_dir: Path, image_dir: Path, secrets: dict[tuple[str, str], str],
             overlay: str = "cpu", timeout: float = 300) -> Iterator[Pod]:
@@ -72,6 +86,8 @@ def run_pod(repository: Path, state_dir: Path, image_dir: Path, secrets: dict[tu
     prefix = process.new_shm_prefix()
     local = embedded.command(embedded.DEFAULT_HOME, repository, "127.0.0.1", ports.http, ports.grpc, ports.metrics)
     host = {name: value for name, value in flags(["tritonserver", *local[1:]]).items() if name in HOST_FLAGS}
+    package = image_package(image_dir)
+    host["--backend-directory"] = str(image_backends(image_dir / "opt" / "tritonserver" / "backends", package))
     options = {**supervisor, "--state-file": str(state_dir / launcher.STATE_FILE),
                "--ready-url": with_port(supervisor["--ready-url"], ports.http),
                "--metrics-url": with_port(supervisor["--metrics-url"], ports.metrics)}
@@ -79,13 +95,13 @@ def run_pod(repository: Path, state_dir: Path, image_dir: Path, secrets: dict[tu
                          *(part for pair in options.items() for part in pair), "--",
                          local[0], *(f"{n}={v}" for n, v in {**flags(server), **host}.items())],
                         supervisor["--shm-prefix"], prefix)
-    env = {**embedded.environment(), **container_env(container, secrets), "PYTHONPATH": str(ROOT / "backend")}
+    env = {**embedded.environment(), **container_env(container, secrets), "PYTHONPATH": str(package)}
     probe = container["readinessProbe"]["exec"]["command"]
     assert probe[0] == "python3"
     probe_command = [sys.executable, *probe[1:]]
     probe_command[probe_command.index(supervisor["--ready-url"])] = options["--ready-url"]
     probe_command[probe_command.index(supervisor["--state-file"])] = options["--state-file"]
-    probe_env = {**os.environ, **container_env(container, secrets), "PYTHONPATH": str(image_package(image_dir))}
+    probe_env = {**os.environ, **container_env(container, secrets), "PYTHONPATH": str(package)}
     log = state_dir / launcher.LOG_FILE
     with open(log, "wb") as out:
         keeper = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,

@@ -147,11 +147,22 @@ def dockerfile_copies() -> list[tuple[str, str]]:
 
 def context_files(under: str) -> list[str]:
     """The files under ``under`` that Dockerfile.dockerignore lets into the build context: it excludes
-    everything (``*``) and lets files in by their literal paths, so no pattern matching is needed."""
+    everything (``*``) and lets in literal paths, a file or a folder (every file in it but the byte
+    code its next line leaves out), so no pattern matching is needed."""
     lines = [line for line in DOCKERIGNORE.read_text().splitlines() if line and not line.startswith("#")]
     assert lines[0] == "*", "the context starts empty"
-    found = [line[1:] for line in lines if line.startswith(f"!{under}")]
-    assert all(not set("*?[") & set(path) for path in found), f"only literal paths under {under}: {found}"
+    let_in = [line[1:] for line in lines if line.startswith("!")]
+    assert all(not set("*?[") & set(path) for path in let_in if path.startswith(under)), f"only literal paths: {let_in}"
+    found = []
+    for path in let_in:
+        if not path.startswith(under):
+            continue
+        if (ROOT / path).is_dir():
+            assert f"{path}/**/__pycache__" in lines, f"{path}: its byte code stays out of the context"
+            found += sorted(str(f.relative_to(ROOT)) for f in (ROOT / path).rglob("*")
+                            if f.is_file() and "__pycache__" not in f.parts)
+        else:
+            found.append(path)
     return found
 
 

@@ -1,10 +1,12 @@
 """What the image build runs, run here: check-backends.sh on real repositories and backend folders,
-and the supervisor's files as the build copies them, imported with the standard library alone. The
-Dockerfile's copies, environment and command are checked against the Deployment and the Docker
-mode. The image itself is not built here (no Docker on these machines, and the base image would be
-pulled)."""
+the package as the build copies it (the supervisor imported with the standard library alone), and
+the backend layout the build and install.sh share. The Dockerfile's copies, installs, environment
+and command are checked against constraints.txt, the Deployment and the Docker mode; pod_runner
+serves repositories from the image's tree (test_kubernetes_server_args, test_kubernetes_pod). The
+image itself is not built here (no Docker on these machines, and the base image would be pulled)."""
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import re
 import subprocess
@@ -17,9 +19,9 @@ import yaml
 
 from rendered_manifests import (DOCKERFILE, DOCKERIGNORE, KUBERNETES, ROOT, context_files, dockerfile_cmd,
                                 dockerfile_copies, dockerfile_env, dockerfile_instructions, image_package)
-from trtis import config
+from trtis import config, repository
 from trtis.runtimes import BACKEND_OF_PLATFORM
-from trtis.serving import docker
+from trtis.serving import docker, embedded
 
 CHECK = KUBERNETES / "check-backends.sh"
 
@@ -70,38 +72,65 @@ def test_dockerfile_uses_the_projects_image_tag_and_pins():
     text = DOCKERFILE.read_text()
     assert re.search(r"^ARG TRITON_TAG=(\S+)$", text, re.M)[1] + "-py3" == docker.DEFAULT_IMAGE.rsplit(":", 1)[1]
     pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)$", (ROOT / "constraints.txt").read_text(), re.M))
-    for package in ("opencv-python-headless", "pillow"):
-        assert f'"{package}=={pins[package]}"' in text, package
-    assert pins["numpy"].startswith("1.") and '"numpy<2"' in text
+    installs = [rest for name, rest in dockerfile_instructions() if name == "RUN" and "pip install" in rest]
+    (run,) = installs
+    commands = [part for part in run.split("&&") if "pip install" in part]
+    assert len(commands) == 2 and all("-c /opt/trtis/constraints.txt" in part for part in commands), commands
+    named = {word.strip('"') for part in commands for word in part.split("constraints.txt", 1)[1].split()}
+    assert {"torch", "torchvision", "opencv-python-headless", "pillow", "tritonclient", "protobuf"} <= named
+    assert all(package in pins for package in named - {"numpy<2"}), named
+    assert pins["numpy"].startswith("1.") and "numpy<2" in named
+    assert re.search(r"^ARG VARIANT=cpu$", text, re.M) and "cpu) torch_index=" in run and "gpu) torch_index=" in run
     ignored = DOCKERIGNORE.read_text().split()
     copied = [source for source, _ in dockerfile_copies()]
-    assert copied == ["deploy/kubernetes/check-backends.sh", "${MODEL_REPOSITORY}", "backend/trtis/__init__.py",
-                      "backend/trtis/serving/"]
-    assert "!deploy/kubernetes/check-backends.sh" in ignored and "!model_repository*" in ignored
+    assert copied == ["constraints.txt", "backend/trtis/", "deploy/kubernetes/check-backends.sh", "${MODEL_REPOSITORY}"]
+    assert {"!deploy/kubernetes/check-backends.sh", "!model_repository*", "!constraints.txt", "!backend/trtis"} <= set(ignored)
 
 
-def test_the_image_carries_the_supervisor_and_only_what_it_imports(tmp_path):
-    """The files the build context lets in from backend/, laid out as the COPY lines put them, run the
-    supervisor with the standard library alone (python -S: no site-packages, as the image's python3
-    has none of the project's), and every one of them is imported."""
+def test_the_image_carries_the_package_and_runs_the_supervisor_with_the_standard_library(tmp_path):
+    """The files the build context lets in from backend/ (the whole package, without byte code), laid
+    out as the COPY lines put them: the supervisor runs from them with the standard library alone
+    (python -S: no site-packages), as each probe does, and the backends' runtimes import there."""
     pythonpath = image_package(tmp_path)
     assert pythonpath == tmp_path / "opt" / "trtis"
+    files = {str(Path(path).relative_to("backend")) for path in context_files("backend/")}
+    assert {"trtis/serving/supervisor.py", "trtis/serving/backend_tree.py", "trtis/runtimes.py",
+            "trtis/serving/backends/torch_compile/model.py"} <= files
+    assert not any("__pycache__" in path for path in files)
     env = {**os.environ, "PYTHONPATH": str(pythonpath)}
-    listed = subprocess.run([sys.executable, "-S", "-c", "import sys, trtis.serving.supervisor; "
-                             "print('\\n'.join(m.__file__ for n, m in sys.modules.items() if n.split('.')[0] == 'trtis'))"],
-                            env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path)
-    assert listed.returncode == 0, listed.stderr
-    imported = {str(Path(path).relative_to(pythonpath)) for path in listed.stdout.split()}
-    assert imported == {str(Path(path).relative_to("backend")) for path in context_files("backend/")}
     helped = subprocess.run([sys.executable, "-S", "-m", "trtis.serving.supervisor", "--help"], env=env,
                             capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert helped.returncode == 0 and "{run,probe}" in helped.stdout, helped.stderr
 
 
+def test_the_image_lays_out_the_backends_with_the_script_install_sh_runs(tmp_path):
+    """One source of truth: the Dockerfile runs trtis.serving.backend_tree over the image's backends
+    (native ones stay, the project's others are copied), and the embedded assembly runs the same
+    lay_out. A folder without the python backend is refused, saying why."""
+    (run,) = [rest for name, rest in dockerfile_instructions() if name == "RUN" and "backend_tree" in rest]
+    assert "python3 -m trtis.serving.backend_tree /opt/tritonserver/backends --copy" in run
+    backends = tmp_path / "backends"
+    (backends / "python").mkdir(parents=True)
+    (backends / "onnxruntime").mkdir()
+    (backends / "onnxruntime" / "libtriton_onnxruntime.so").write_bytes(b"")  # what the official image has
+    env = {**os.environ, "PYTHONPATH": str(image_package(tmp_path / "image"))}
+    laid = subprocess.run([sys.executable, "-m", "trtis.serving.backend_tree", str(backends), "--copy"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert laid.returncode == 0, laid.stderr
+    assert "onnxruntime (native)" in laid.stdout and "torch_compile (project)" in laid.stdout
+    assert (backends / "torch_compile" / "model.py").is_file() and not (backends / "torch_compile").is_symlink()
+    assert not (backends / "onnxruntime" / "model.py").exists()
+    assert sorted(p.name for p in (embedded.DEFAULT_HOME / "backends").iterdir()) == sorted(
+        p.name for p in backends.iterdir())
+    refused = subprocess.run([sys.executable, "-m", "trtis.serving.backend_tree", str(tmp_path / "none")], env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "has no python backend" in refused.stderr
+
+
 def test_the_image_puts_the_package_where_the_docker_mode_mounts_it():
     """Same place, same PYTHONPATH: the supervisor's command line is the same in both."""
     assert dockerfile_env()["PYTHONPATH"] == "/opt/trtis"
-    assert dict(dockerfile_copies())["backend/trtis/serving/"] == "/opt/trtis/trtis/serving/"
+    assert dict(dockerfile_copies())["backend/trtis/"] == "/opt/trtis/trtis/"
     run = docker.command(ROOT / "model_repository", "127.0.0.1", 7000, 7001, 7002, shm_prefix="trtis_0123abcd_")
     assert f"{docker.PACKAGE}:/opt/trtis/trtis:ro" in run and "PYTHONPATH=/opt/trtis" in run
     assert docker.PACKAGE == ROOT / "backend" / "trtis"
@@ -118,3 +147,18 @@ def test_the_image_runs_the_deployments_command_without_the_key():
     (exposed,) = [rest.split() for name, rest in dockerfile_instructions() if name == "EXPOSE"]
     assert [int(port) for port in exposed] == [p["containerPort"] for p in triton["ports"]] == [8001]
     assert "ENTRYPOINT" not in {name for name, _ in dockerfile_instructions()}, "the official image's entrypoint stays"
+
+
+def test_the_docker_mode_picks_the_projects_image_for_the_projects_backends(tiny, tmp_path):
+    """A repository that needs torch_compile (no official image has it) runs in the project's GPU
+    image, whose tag carries the project's version; its build command is this Dockerfile's, from the
+    patched tag; an official repository keeps the official image."""
+    compiled = config.model_config("network", backend="torch_compile", max_batch_size=4,
+                                   inputs=[config.Tensor("image", np.float32, [3, 8, 8])],
+                                   outputs=[config.Tensor("boxes", np.float32, [4])])
+    repository.write_repository(tmp_path / "repo", [repository.Model(compiled, None)])
+    assert docker.image_for(tmp_path / "repo") == (docker.PROJECT_IMAGE, None)
+    assert docker.PROJECT_IMAGE == f"trtis-detection:{importlib.metadata.version('trtis')}-gpu"
+    assert f"--build-arg TRITON_TAG={docker.PATCHED_IMAGE.rsplit(':', 1)[1].removesuffix('-py3')}" in docker.PROJECT_BUILD
+    assert "--build-arg VARIANT=gpu" in docker.PROJECT_BUILD and "-f deploy/kubernetes/Dockerfile" in docker.PROJECT_BUILD
+    assert docker.image_for(tiny.root)[0] == docker.TENSORFLOW_IMAGE  # the tiny repository has a TensorFlow graph

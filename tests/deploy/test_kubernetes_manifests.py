@@ -5,6 +5,7 @@ here structurally. No cluster is involved."""
 from __future__ import annotations
 
 import copy
+import importlib.metadata
 import json
 import re
 import subprocess
@@ -227,7 +228,9 @@ def test_overlays_differ_where_the_hardware_does(rendered):
     assert gpu["resources"]["limits"]["nvidia.com/gpu"] == gpu["resources"]["requests"]["nvidia.com/gpu"] == "1"
     assert "tolerations" not in pod_spec(rendered["cpu"])
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod_spec(rendered["gpu"])["tolerations"]
-    assert cpu["image"].endswith(":cpu") and gpu["image"].endswith(":gpu")
+    # The image's tag: the project's version and the Dockerfile's VARIANT.
+    version = importlib.metadata.version("trtis")
+    assert cpu["image"].endswith(f":{version}-cpu") and gpu["image"].endswith(f":{version}-gpu")
     assert set(cpu["args"]) - set(gpu["args"]) == {"--allow-gpu-metrics=false"} and set(gpu["args"]) < set(cpu["args"])
     assert server_args(cpu)[-1] == "--allow-gpu-metrics=false", "the overlay's flag is tritonserver's"
     targets = {overlay: int(one(objects, "HorizontalPodAutoscaler")["spec"]["metrics"][0]["pods"]["target"]["averageValue"])

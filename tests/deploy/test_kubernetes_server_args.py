@@ -149,3 +149,27 @@ def test_metrics_the_autoscaler_and_dashboard_name_are_exported(deployed, tiny):
     queued = sum(value(after["nv_inference_queue_duration_us"], model=m) - value(before["nv_inference_queue_duration_us"], model=m)
                  for m in steps)
     assert queued > 0, "the steps' queues (20 ms batching delay each) are counted"
+
+
+def test_the_image_tree_serves_a_compiled_model_with_the_deployment_command_line(tmp_path):
+    """The compiled network's backend (torch_compile) is the project's in the image too: a model
+    exported in that format (on the CPU here) loads and answers from the image's backend tree."""
+    import torch
+
+    from trtis import export, repository
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten()).eval()
+    exported = export.export(net, [torch.rand(2, 3, 16, 16)], ["image"], ["features"], "compiled", name="compiled",
+                             max_batch_size=4)
+    repository.write_repository(tmp_path / "repo", [exported.model])
+    image = np.random.default_rng(0).random((3, 3, 16, 16), dtype=np.float32)
+    (tmp_path / "state").mkdir()
+    with run_pod(tmp_path / "repo", tmp_path / "state", tmp_path / "image", SECRETS) as pod:
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{pod.ports.grpc}")
+        tensor = grpcclient.InferInput("image", list(image.shape), "FP32")
+        tensor.set_data_from_numpy(image)
+        served = client.infer("compiled", [tensor]).as_numpy("features")
+    with torch.inference_mode():
+        np.testing.assert_allclose(served, net(torch.from_numpy(image)).numpy(), atol=1e-4)

@@ -1,13 +1,17 @@
-"""The Docker form of the server: the official Triton image on the GPUs, as the tutorial ran it.
+"""The Docker form of the server: a Triton image on the GPUs, as the tutorial ran it.
 
 The image must carry every backend the repository needs, and should carry the security fixes:
 the native TensorFlow backend left the images after 25.02, which is older than the fixes of
 CVE-2025-23319/23320/23334 (25.07) and of NVIDIA's bulletin 5828 (26.04). So a repository with a
-TensorFlow graph gets 25.02, with a warning, and any other the patched image (``image_for``). The
-server runs under the project's supervisor with the same API locks as the embedded server.
+TensorFlow graph gets 25.02, with a warning, and any other the patched image (``image_for``); a
+repository that needs one of the project's own backends (``torch_compile``: the compiled network
+and the GPU preprocess inside it) gets the project's image, built from the patched tag by
+deploy/kubernetes/Dockerfile (``PROJECT_IMAGE``). The server runs under the project's supervisor
+with the same API locks as the embedded server.
 """
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import shutil
 import subprocess
@@ -20,6 +24,12 @@ TENSORFLOW_IMAGE = "nvcr.io/nvidia/tritonserver:25.02-py3"
 # The image convert.sh's default repository (a TensorFlow preprocess graph) needs.
 DEFAULT_IMAGE = TENSORFLOW_IMAGE
 TENSORFLOW_PLATFORMS = {"tensorflow_graphdef", "tensorflow_savedmodel"}
+# The backends the official -py3 images carry natively (tensorflow up to 25.02).
+OFFICIAL_BACKENDS = {"onnxruntime", "pytorch", "tensorrt", "tensorflow", "python", "openvino", "fil", "dali"}
+# The project's image (GPU variant), for a repository that needs the project's own backends.
+PROJECT_IMAGE = f"trtis-detection:{importlib.metadata.version('trtis')}-gpu"
+PROJECT_BUILD = ("docker build -f deploy/kubernetes/Dockerfile --build-arg VARIANT=gpu --build-arg TRITON_TAG=26.04 "
+                 f"--build-arg MODEL_REPOSITORY=YOUR_REPOSITORY -t {PROJECT_IMAGE} .")
 CONTAINER = "trtis-tritonserver"
 PACKAGE = Path(__file__).resolve().parents[1]  # backend/trtis: the supervisor runs from it in the container
 STATE_FILE = "/tmp/trtis-server.json"
@@ -31,8 +41,12 @@ METRICS_URL = "http://127.0.0.1:8002/metrics"  # the supervisor sees hung models
 def image_for(repository: Path) -> tuple[str, str | None]:
     """The image to run ``repository`` with, and a warning when it is not the patched one."""
     from trtis.repository import read_configs
+    from trtis.runtimes import backend_of
 
-    tensorflow = sorted(name for name, config in read_configs(Path(repository)).items()
+    configs = read_configs(Path(repository))
+    if any(config.platform != "ensemble" and backend_of(config) not in OFFICIAL_BACKENDS for config in configs.values()):
+        return PROJECT_IMAGE, None
+    tensorflow = sorted(name for name, config in configs.items()
                         if config.platform in TENSORFLOW_PLATFORMS or config.backend == "tensorflow")
     if not tensorflow:
         return PATCHED_IMAGE, None
@@ -55,6 +69,8 @@ def unavailable_reason(image: str = DEFAULT_IMAGE) -> str | None:
     if "nvidia" not in json.loads(info.stdout or "{}"):
         return "Docker has no NVIDIA runtime (install the NVIDIA Container Toolkit)"
     if _docker("image", "inspect", image).returncode != 0:
+        if image == PROJECT_IMAGE:
+            return f"the project's image {image} is not present: build it from the repository root ({PROJECT_BUILD})"
         return f"image {image} is not present (docker pull {image})"
     return None
 

@@ -4,7 +4,8 @@ That binary carries only the Python backend. Triton serves a model whose config 
 ``onnxruntime_onnx`` with the backend ``onnxruntime``, found as ``<backends>/onnxruntime/``;
 where that folder holds a ``model.py`` instead of a shared library, the Python backend runs it
 ("Python-based backend"). So the server folder assembled here holds the bundled ``python``
-backend (with the stub for this interpreter) and links to the project's backends.
+backend (with the stub for this interpreter) and links to the project's backends, laid out by
+``trtis.serving.backend_tree`` as the project's image lays them out.
 
 Run as ``python -m trtis.serving.embedded`` (install.sh does) to assemble and check it.
 """
@@ -20,11 +21,11 @@ import sys
 import sysconfig
 from pathlib import Path
 
+from trtis.serving import backend_tree
 from trtis.serving.security import Security
 
 log = logging.getLogger(__name__)
 
-PROJECT_BACKENDS = Path(__file__).parent / "backends"
 DEFAULT_HOME = Path(sys.prefix) / "tritonserver"
 
 
@@ -82,12 +83,7 @@ def assemble(home: Path = DEFAULT_HOME) -> Path:
         # A running server holds these files open ("text file busy"): copy only what changed.
         if item.is_file() and not (target.exists() and filecmp.cmp(item, target, shallow=False)):
             shutil.copy2(item, target)
-    for backend in sorted(PROJECT_BACKENDS.iterdir()):
-        if (backend / "model.py").exists():
-            link = backends / backend.name
-            if link.is_symlink() or link.exists():
-                link.unlink() if link.is_symlink() else shutil.rmtree(link)
-            link.symlink_to(backend, target_is_directory=True)
+    backend_tree.lay_out(backends)  # the project's backends, as the image's Dockerfile lays them out
     missing = missing_libraries(python_backend / stub.name)
     if missing:
         raise EmbeddedServerError(
