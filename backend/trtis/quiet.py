@@ -87,7 +87,7 @@ def _stderr_without(lines: re.Pattern) -> Iterator[None]:
             sys.stderr.flush()
 
 
-class _WithoutQuantizationHint(logging.Filter):
+class _WithoutQuantizationNotes(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return verbose() or not (record.name == "root" and QUANTIZATION_NOTES.search(record.getMessage()))
 
@@ -96,7 +96,7 @@ class _WithoutQuantizationHint(logging.Filter):
 def onnxruntime_quantization() -> Iterator[None]:
     """While ONNX Runtime quantizes: without its pre-processing hint, a suggestion and not a
     fault (``trtis.export`` checks the quantized model against its source either way)."""
-    root, hint = logging.getLogger(), _WithoutQuantizationHint()
+    root, hint = logging.getLogger(), _WithoutQuantizationNotes()
     root.addFilter(hint)
     try:
         yield

@@ -229,6 +229,13 @@ class CompiledRuntime(TorchRuntime):
             cache = _writable_cache(path.parent / "inductor-cache", self.name)
             self.scratch = None if os.environ.get("TRTIS_STATE_DIR") else cache
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache)  # one model per backend process
+        try:
+            return self._compile(torch, path, parameters)
+        except BaseException:
+            self.close()  # a temporary cache goes with a load that failed
+            raise
+
+    def _compile(self, torch, path: Path, parameters: Mapping[str, str]):
         module = torch.export.load(str(path)).module()
         # The program asserts the device and dtype each .to() saw at export (the CPU, FP32); it is
         # served on any GPU, fed FP16 where its config says so.

@@ -8,7 +8,7 @@ in both places the pod names it. The image's files are laid out as its Dockerfil
 the package (rendered_manifests.image_package) is the PYTHONPATH of the supervisor, the server and
 the probe, and the backends folder is the bundled python backend (standing in for the image's own)
 with the project's backends copied beside it by the image's ``python3 -m trtis.serving.backend_tree
-... --copy``, run from that package. Where the image has native backends this machine has none, so
+... --copy --importable``, run from that package. Where the image has native backends this machine has none, so
 the project's Python-based ones of the same names serve those platforms here.
 """
 from __future__ import annotations
@@ -66,10 +66,11 @@ def localized(args: list[str], pod_prefix: str, shm_prefix: str) -> list[str]:
 
 def image_backends(backends: Path, package: Path) -> Path:
     """The image's backends folder: a python backend (the bundled one here), then the Dockerfile's
-    ``python3 -m trtis.serving.backend_tree /opt/tritonserver/backends --copy``, run from the image's package."""
+    ``python3 -m trtis.serving.backend_tree /opt/tritonserver/backends --copy --importable``, run from
+    the image's package (here every runtime's packages but TensorRT's import)."""
     if not (backends / "python").exists():
         shutil.copytree(embedded.DEFAULT_HOME / "backends" / "python", backends / "python")
-    laid = subprocess.run([sys.executable, "-m", "trtis.serving.backend_tree", str(backends), "--copy"],
+    laid = subprocess.run([sys.executable, "-m", "trtis.serving.backend_tree", str(backends), "--copy", "--importable"],
                           env={**os.environ, "PYTHONPATH": str(package)}, capture_output=True, text=True, timeout=60)
     assert laid.returncode == 0, laid.stderr
     return backends

@@ -76,8 +76,9 @@ def test_dockerfile_uses_the_projects_image_tag_and_pins():
     (run,) = installs
     commands = [part for part in run.split("&&") if "pip install" in part]
     assert len(commands) == 2 and all("-c /opt/trtis/constraints.txt" in part for part in commands), commands
-    named = {word.strip('"') for part in commands for word in part.split("constraints.txt", 1)[1].split()}
-    assert {"torch", "torchvision", "opencv-python-headless", "pillow", "tritonclient", "protobuf"} <= named
+    named = {re.sub(r"\[\w+\]$", "", word.strip('"')) for part in commands
+             for word in part.split("constraints.txt", 1)[1].split()}  # extras left out: tritonclient[grpc]
+    assert {"torch", "torchvision", "opencv-python-headless", "pillow", "tritonclient", "grpcio", "protobuf"} <= named
     assert all(package in pins for package in named - {"numpy<2"}), named
     assert pins["numpy"].startswith("1.") and "numpy<2" in named
     assert re.search(r"^ARG VARIANT=cpu$", text, re.M) and "cpu) torch_index=" in run and "gpu) torch_index=" in run
@@ -105,23 +106,25 @@ def test_the_image_carries_the_package_and_runs_the_supervisor_with_the_standard
 
 def test_the_image_lays_out_the_backends_with_the_script_install_sh_runs(tmp_path):
     """One source of truth: the Dockerfile runs trtis.serving.backend_tree over the image's backends
-    (native ones stay, the project's others are copied), and the embedded assembly runs the same
-    lay_out. A folder without the python backend is refused, saying why."""
+    (native ones stay, the project's others are copied where their runtime's packages import: so a
+    TensorFlow graph is still refused on a tag without TensorFlow), and the embedded assembly runs
+    the same lay_out. A folder without the python backend is refused, saying why."""
     (run,) = [rest for name, rest in dockerfile_instructions() if name == "RUN" and "backend_tree" in rest]
-    assert "python3 -m trtis.serving.backend_tree /opt/tritonserver/backends --copy" in run
+    assert "python3 -m trtis.serving.backend_tree /opt/tritonserver/backends --copy --importable" in run
     backends = tmp_path / "backends"
     (backends / "python").mkdir(parents=True)
     (backends / "onnxruntime").mkdir()
     (backends / "onnxruntime" / "libtriton_onnxruntime.so").write_bytes(b"")  # what the official image has
     env = {**os.environ, "PYTHONPATH": str(image_package(tmp_path / "image"))}
-    laid = subprocess.run([sys.executable, "-m", "trtis.serving.backend_tree", str(backends), "--copy"], env=env,
-                          capture_output=True, text=True, timeout=60)
+    laid = subprocess.run([sys.executable, "-m", "trtis.serving.backend_tree", str(backends), "--copy", "--importable"],
+                          env=env, capture_output=True, text=True, timeout=60)
     assert laid.returncode == 0, laid.stderr
     assert "onnxruntime (native)" in laid.stdout and "torch_compile (project)" in laid.stdout
+    assert "tensorrt (left out)" in laid.stdout  # no tensorrt package here
     assert (backends / "torch_compile" / "model.py").is_file() and not (backends / "torch_compile").is_symlink()
-    assert not (backends / "onnxruntime" / "model.py").exists()
+    assert not (backends / "onnxruntime" / "model.py").exists() and not (backends / "tensorrt").exists()
     assert sorted(p.name for p in (embedded.DEFAULT_HOME / "backends").iterdir()) == sorted(
-        p.name for p in backends.iterdir())
+        [p.name for p in backends.iterdir()] + ["tensorrt"])
     refused = subprocess.run([sys.executable, "-m", "trtis.serving.backend_tree", str(tmp_path / "none")], env=env,
                              capture_output=True, text=True, timeout=60)
     assert refused.returncode == 1 and "has no python backend" in refused.stderr
@@ -130,9 +133,11 @@ def test_the_image_lays_out_the_backends_with_the_script_install_sh_runs(tmp_pat
 def test_the_image_puts_the_package_where_the_docker_mode_mounts_it():
     """Same place, same PYTHONPATH: the supervisor's command line is the same in both."""
     assert dockerfile_env()["PYTHONPATH"] == "/opt/trtis"
+    assert dockerfile_env()["TRTIS_STATE_DIR"] == docker.STATE_DIR  # the compiled network's cache, kept
     assert dict(dockerfile_copies())["backend/trtis/"] == "/opt/trtis/trtis/"
     run = docker.command(ROOT / "model_repository", "127.0.0.1", 7000, 7001, 7002, shm_prefix="trtis_0123abcd_")
     assert f"{docker.PACKAGE}:/opt/trtis/trtis:ro" in run and "PYTHONPATH=/opt/trtis" in run
+    assert f"TRTIS_STATE_DIR={docker.STATE_DIR}" in run
     assert docker.PACKAGE == ROOT / "backend" / "trtis"
 
 

@@ -314,3 +314,9 @@ def test_an_export_that_loads_only_in_the_callers_process_fails_at_export(tmp_pa
                              parameters={runtimes.OP_LIBRARIES: str(ops)})
     fresh = [row for row in exported.comparisons if "fresh process" in row.stage]
     assert fresh and all(row.ok for row in fresh), exported.comparisons
+
+
+def test_the_fresh_process_takes_any_tensor_name():
+    """numpy's savez has an argument named ``file``: a tensor of that name crossed to the fresh process anyway."""
+    exported = export.export(torch.nn.Linear(3, 2).eval(), [torch.ones(2, 3)], ["file"], ["args"], "onnx", name="named")
+    assert any("fresh process" in row.stage and row.ok for row in exported.comparisons)

@@ -245,14 +245,14 @@ def test_compiled_models_start_warm_and_serving_writes_nothing_into_the_reposito
     """The inductor cache shipped beside each compiled model seeds one beside the server's state;
     requests at batch 1 and 3 compile nothing there (the load warmed both graphs), and the
     repository's files stay as the export wrote them."""
-    caches = {name: zoo.root / "state" / "inductor-cache" / f"{name}-compiled" for name in COMPILED}
+    caches = {name: zoo.root / "state" / "inductor-cache" / f"{slug(name)}-compiled" for name in COMPILED}
     before = {name: files(cache) for name, cache in caches.items()}
     for name in COMPILED:
-        shipped = files(zoo.root / "repo" / f"{name}-compiled" / "1" / "inductor-cache")
+        shipped = files(zoo.root / "repo" / f"{slug(name)}-compiled" / "1" / "inductor-cache")
         assert shipped and set(shipped) <= set(before[name]), f"{name}: the state's cache is not seeded from the shipped one"
         entry = ZOO[name]
         for batch in (1, 3):
-            infer(zoo.client, f"{name}-compiled", entry.inputs(batch, entry.sizes[0]), entry.outputs)
+            infer(zoo.client, f"{slug(name)}-compiled", entry.inputs(batch, entry.sizes[0]), entry.outputs)
     assert {name: files(cache) for name, cache in caches.items()} == before, "a request compiled a graph"
     assert files(zoo.root / "repo") == zoo.written
 

@@ -41,7 +41,7 @@ download .device/extras/numpy $(pins numpy)
 download .device/extras/wheels $(pins tritonclient grpcio protobuf pycocotools) python-rapidjson
 # pytest, for the tests that need torchvision or a GPU (they skip here), with what it needs.
 installed() { "$python" -c 'import sys; from importlib.metadata import version; print(*(f"{n}=={version(n)}" for n in sys.argv[1:]))' "$@"; }
-download .device/extras/wheels $(pins pytest pytest-timeout) $(installed pluggy iniconfig)
+download .device/extras/wheels $(pins pytest pytest-timeout) $(installed pluggy iniconfig packaging pygments)
 # tritonclient.http's client (geventhttpclient and what it needs), at the versions of this venv
 # (constraints.txt does not pin them): only tools/front_door_cost.py uses it there.
 download .device/extras/http $(installed geventhttpclient gevent greenlet zope.event zope.interface brotli certifi)

@@ -172,7 +172,7 @@ class _Job:
                 found.append((f"batch {other}", "axis 0 is the batch, but the form fixed it at the example's size (a "
                               "loop or reshape over the batch): make the module batch-agnostic, or export it with "
                               "max_batch_size=0 (no batch axis)",
-                              tuple(torch.cat([t] * other)[:other] for t in self.examples)))
+                              tuple(t[torch.arange(other) % len(t)] for t in self.examples)))
         offset = 1 if self.batched else 0  # the config's dims leave the batch axis out
         free = {tensor.name: [axis + offset for axis, size in enumerate(tensor.dims) if size == -1]
                 for tensor in self.config_inputs}
@@ -192,6 +192,11 @@ class _Job:
         """The FP16 form of the flattened module (give it a copy): ``half_module`` is given the
         caller's module (the example's reaches into its own layers); the wrapper stays outside it."""
         return Selected(self.options.half_module(module.module), module.paths)
+
+    @property
+    def device(self) -> str:
+        """The device a GPU form is built and checked on: the first GPU asked for."""
+        return f"cuda:{self.options.gpus[0] if self.options.gpus else 0}"
 
     def calibration_feeds(self) -> list[dict[str, np.ndarray]]:
         """The caller's calibration feeds as arrays, each checked against the example's inputs (names,
@@ -353,7 +358,7 @@ def _build_compiled(job: _Job) -> tuple[bytes, dict[str, Path]]:
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / "model.pt2"
         torch.export.save(program, path)
-        device = f"cuda:{options.gpus[0] if options.gpus else 0}" if gpu else "cpu"
+        device = job.device if gpu else "cpu"
         with _step(options.name, f"torch.compile on {device}{' (channels-last)' if gpu else ''}"):
             from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir
 
@@ -458,15 +463,17 @@ def _choose(job: _Job) -> str:
     """``auto``: TensorRT where it can be built; the compiled network on a GPU without it; else the
     faster ONNX form, measured on this CPU."""
     reason = tensorrt.available()
-    if reason is None:
+    if reason is None and job.batched and len(job.input_names) == 1:  # what the plan builder takes
         job.notes.append("auto: tensorrt (TensorRT and a GPU are present; INT8 from the QDQ model)")
         return "tensorrt"
+    reason = reason or "the plan builder takes one input and a batch axis"
     if torch.cuda.is_available():
         job.notes.append(f"auto: compiled (a CUDA GPU without TensorRT: {reason})")
         return "compiled"
     if job.options.calibration is None:
         job.notes.append(f"auto: onnx (TensorRT unusable: {reason}; no calibration data for INT8)")
         return "onnx"
+    job.simplified  # the FP32 forms' checks stay whatever INT8 does
     before = len(job.comparisons)
     int8 = job.int8("cpu")
     failed = [row for row in job.comparisons[before:] if not row.ok]
@@ -538,7 +545,7 @@ def export(module: torch.nn.Module, example_inputs: Sequence[torch.Tensor], inpu
         instances = config.Instances(settings.instances)
     model_config = config.model_config(settings.name, **entry.serves, instances=[instances], **common)
     model = repository.Model(model_config, artefact, files={**files, **settings.files})
-    _check_fresh_load(job, model, f"cuda:{settings.gpus[0] if settings.gpus else 0}" if device == "gpu" else "cpu")
+    _check_fresh_load(job, model, job.device if device == "gpu" else "cpu")
     for note in job.notes:
         log.info("%s: %s", settings.name, note)
     return Exported(model, job.comparisons, chosen, device, job.notes)

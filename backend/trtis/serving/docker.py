@@ -27,12 +27,23 @@ TENSORFLOW_PLATFORMS = {"tensorflow_graphdef", "tensorflow_savedmodel"}
 # The backends the official -py3 images carry natively (tensorflow up to 25.02).
 OFFICIAL_BACKENDS = {"onnxruntime", "pytorch", "tensorrt", "tensorflow", "python", "openvino", "fil", "dali"}
 # The project's image (GPU variant), for a repository that needs the project's own backends.
-PROJECT_IMAGE = f"trtis-detection:{importlib.metadata.version('trtis')}-gpu"
+def _version() -> str:
+    """The project's version: its installed distribution's, or the package's own from a source tree."""
+    try:
+        return importlib.metadata.version("trtis")
+    except importlib.metadata.PackageNotFoundError:
+        from trtis import __version__
+
+        return __version__
+
+
+PROJECT_IMAGE = f"trtis-detection:{_version()}-gpu"
 PROJECT_BUILD = ("docker build -f deploy/kubernetes/Dockerfile --build-arg VARIANT=gpu --build-arg TRITON_TAG=26.04 "
-                 f"--build-arg MODEL_REPOSITORY=YOUR_REPOSITORY -t {PROJECT_IMAGE} .")
+                 f"--build-arg MODEL_REPOSITORY=model_repository -t {PROJECT_IMAGE} .")
 CONTAINER = "trtis-tritonserver"
 PACKAGE = Path(__file__).resolve().parents[1]  # backend/trtis: the supervisor runs from it in the container
 STATE_FILE = "/tmp/trtis-server.json"
+STATE_DIR = "/tmp/trtis-state"  # the backends' own (the compiled network's inductor cache), as the image sets it
 TLS_DIR = PurePosixPath("/run/trtis/tls")
 READY_URL = "http://127.0.0.1:8000/v2/health/ready"
 METRICS_URL = "http://127.0.0.1:8002/metrics"  # the supervisor sees hung models from its counters
@@ -44,10 +55,12 @@ def image_for(repository: Path) -> tuple[str, str | None]:
     from trtis.runtimes import backend_of
 
     configs = read_configs(Path(repository))
-    if any(config.platform != "ensemble" and backend_of(config) not in OFFICIAL_BACKENDS for config in configs.values()):
-        return PROJECT_IMAGE, None
     tensorflow = sorted(name for name, config in configs.items()
                         if config.platform in TENSORFLOW_PLATFORMS or config.backend == "tensorflow")
+    if any(config.platform != "ensemble" and backend_of(config) not in OFFICIAL_BACKENDS for config in configs.values()):
+        # The project's image is built from the patched tag, which has no TensorFlow backend.
+        return PROJECT_IMAGE, (f"{', '.join(tensorflow)} need(s) the TensorFlow backend, which the project's image "
+                               "(from 26.04) lacks: convert with --preprocess-format python or gpu" if tensorflow else None)
     if not tensorflow:
         return PATCHED_IMAGE, None
     return TENSORFLOW_IMAGE, (f"{', '.join(tensorflow)} need(s) the TensorFlow backend, last shipped in {TENSORFLOW_IMAGE}, "
@@ -95,7 +108,7 @@ def command(repository: Path, host: str, http_port: int, grpc_port: int, metrics
         "-p", f"{http_host or host}:{http_port}:8000", "-p", f"{host}:{grpc_port}:8001",
         "-p", f"{http_host or host}:{metrics_port}:8002",
         "-v", f"{Path(repository).resolve()}:/models:ro",
-        "-v", f"{PACKAGE}:/opt/trtis/trtis:ro", "-e", "PYTHONPATH=/opt/trtis",
+        "-v", f"{PACKAGE}:/opt/trtis/trtis:ro", "-e", "PYTHONPATH=/opt/trtis", "-e", f"TRTIS_STATE_DIR={STATE_DIR}",
         *(part for mount in mounts for part in ("-v", mount)),
         image,
         "python3", "-m", "trtis.serving.supervisor", "run", "--state-file", STATE_FILE, "--ready-url", READY_URL,

@@ -36,7 +36,7 @@ def run_fresh(repository: Path, name: str, device: str, feeds: Mapping[str, np.n
     """Outputs of model ``name`` of ``repository`` on ``feeds``, loaded in a new process on ``device``."""
     with tempfile.TemporaryDirectory(prefix="trtis-load-check-") as scratch:
         given, returned = Path(scratch) / "feeds.npz", Path(scratch) / "outputs.npz"
-        np.savez(given, **feeds)
+        _save(given, feeds)
         env = {key: value for key, value in os.environ.items() if key != "TRTIS_STATE_DIR"}  # no server's state
         env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]),  # where trtis is
                                              *filter(None, [env.get("PYTHONPATH")])])
@@ -52,8 +52,17 @@ def run_fresh(repository: Path, name: str, device: str, feeds: Mapping[str, np.n
             reason = marked[-1] if marked else tail[-1] if tail else f"exit status {done.returncode}"
             raise LoadError(f"model {name!r} ran in this process but fails in a fresh one, as it would in the server "
                             f"({reason}); {ADVICE}")
-        with np.load(returned) as outputs:
-            return {key: outputs[key] for key in outputs.files}
+        return _load(returned)
+
+
+def _save(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """Arrays under prefixed keys: a tensor may be named ``file``, savez's own argument."""
+    np.savez(path, **{f"tensor:{name}": value for name, value in arrays.items()})
+
+
+def _load(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as saved:
+        return {key.removeprefix("tensor:"): saved[key] for key in saved.files}
 
 
 def main(argv: list[str]) -> None:
@@ -63,10 +72,9 @@ def main(argv: list[str]) -> None:
     try:
         model_config = config.from_text((Path(repository) / name / "config.pbtxt").read_text())
         runtime = runtimes.load(Path(repository) / name, model_config, device)
-        with np.load(given) as feeds:
-            feed = runtimes.typed({key: feeds[key] for key in feeds.files}, runtime.inputs)
+        feed = runtimes.typed(_load(Path(given)), runtime.inputs)
         try:
-            np.savez(returned, **runtime.run(feed))
+            _save(Path(returned), runtime.run(feed))
         finally:
             runtime.close()
     except Exception as error:  # noqa: BLE001 - the parent reports it; the lines of carets and code go
