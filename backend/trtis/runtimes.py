@@ -221,7 +221,6 @@ class CompiledRuntime(TorchRuntime):
         # The backend stub embeds Python under the C locale, where open() reads ASCII; inductor reads
         # its UTF-8 code templates with the default encoding.
         locale.setlocale(locale.LC_CTYPE, "C.UTF-8")
-        torch = self.torch
         self.scratch = None
         if parameters.get("inductor_cache_dir"):
             cache = Path(parameters["inductor_cache_dir"])
@@ -230,12 +229,14 @@ class CompiledRuntime(TorchRuntime):
             self.scratch = None if os.environ.get("TRTIS_STATE_DIR") else cache
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache)  # one model per backend process
         try:
-            return self._compile(torch, path, parameters)
+            return self._compile(path, parameters)
         except BaseException:
             self.close()  # a temporary cache goes with a load that failed
             raise
 
-    def _compile(self, torch, path: Path, parameters: Mapping[str, str]):
+    def _compile(self, path: Path, parameters: Mapping[str, str]):
+        """The program loaded, compiled for this instance's device and warmed (``load_module``'s work)."""
+        torch = self.torch
         module = torch.export.load(str(path)).module()
         # The program asserts the device and dtype each .to() saw at export (the CPU, FP32); it is
         # served on any GPU, fed FP16 where its config says so.

@@ -473,7 +473,7 @@ def _choose(job: _Job) -> str:
     if job.options.calibration is None:
         job.notes.append(f"auto: onnx (TensorRT unusable: {reason}; no calibration data for INT8)")
         return "onnx"
-    job.simplified  # the FP32 forms' checks stay whatever INT8 does
+    job.simplified  # built and checked first: the rows a failed INT8 attempt removes below are INT8's alone
     before = len(job.comparisons)
     int8 = job.int8("cpu")
     failed = [row for row in job.comparisons[before:] if not row.ok]
