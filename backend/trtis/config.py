@@ -105,22 +105,9 @@ def _io(message: Any, tensor: Tensor) -> Any:
     return message
 
 
-def model_config(
-    name: str,
-    *,
-    platform: str | None = None,
-    backend: str | None = None,
-    max_batch_size: int = 0,
-    inputs: Sequence[Tensor] = (),
-    outputs: Sequence[Tensor] = (),
-    instances: Sequence[Instances] = (),
-    dynamic_batching: DynamicBatching | None = None,
-    parameters: Mapping[str, Any] | None = None,
-    default_model_filename: str | None = None,
-    warmup_batch_sizes: Sequence[int] = (),
-    warmup_inputs: Sequence[Tensor] | None = None,
-) -> ModelConfig:
-    """Build a model's configuration.
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model's configuration as typed fields; ``config()`` builds the official protobuf.
 
     Name the ``platform`` (``onnxruntime_onnx``, ``tensorflow_graphdef``...), not a backend,
     so that the official images use their native backends and the embedded server the
@@ -129,48 +116,72 @@ def model_config(
     are slow); its zeros have the dims of ``warmup_inputs`` (default ``inputs``), which must be
     concrete where an input's are free (-1): Triton refuses to warm up a variable dimension.
     """
-    if (platform is None) == (backend is None):
-        raise ValueError(f"model {name!r}: give exactly one of platform and backend")
-    if not isinstance(max_batch_size, int) or max_batch_size < 0:  # protobuf would read None as 0: no batch axis
-        raise ValueError(f"model {name!r}: max_batch_size must be 0 (no batch axis) or more, not {max_batch_size!r}")
-    config = pb.ModelConfig(name=name, max_batch_size=max_batch_size)
-    if platform:
-        config.platform = platform
-    if backend:
-        config.backend = backend
-    if default_model_filename:
-        config.default_model_filename = default_model_filename
-    for tensor in inputs:
-        _io(config.input.add(), tensor)
-    for tensor in outputs:
-        message = _io(config.output.add(), tensor)
-        if tensor.label_filename:
-            message.label_filename = tensor.label_filename
-    for group in instances:
-        kind = {"cpu": pb.ModelInstanceGroup.KIND_CPU, "gpu": pb.ModelInstanceGroup.KIND_GPU}
-        if group.kind.lower() not in kind:
-            raise ValueError(f"model {name!r}: instance kind must be 'cpu' or 'gpu', not {group.kind!r}")
-        message = config.instance_group.add(count=group.count, kind=kind[group.kind.lower()])
-        message.gpus.extend(group.gpus)
-    if dynamic_batching is not None:
-        config.dynamic_batching.preferred_batch_size.extend(dynamic_batching.preferred_batch_sizes)
-        config.dynamic_batching.max_queue_delay_microseconds = dynamic_batching.max_queue_delay_us
-        config.dynamic_batching.default_queue_policy.CopyFrom(pb.ModelQueuePolicy(
-            timeout_action=pb.ModelQueuePolicy.REJECT, default_timeout_microseconds=dynamic_batching.queue_timeout_us,
-            allow_timeout_override=True, max_queue_size=dynamic_batching.max_queue_size))
-    for key, value in (parameters or {}).items():
-        config.parameters[key].string_value = str(value)
-    warmed = list(inputs if warmup_inputs is None else warmup_inputs)
-    free = [tensor.name for tensor in warmed if -1 in tensor.dims]
-    if warmup_batch_sizes and free:
-        raise ValueError(f"model {name!r}: inputs {free} have free dims (-1), which Triton cannot warm up: give "
-                         f"warmup_inputs with concrete dims")
-    for size in warmup_batch_sizes:
-        warmup = config.model_warmup.add(name=f"zeros, batch {size}", batch_size=size, count=1)
-        for tensor in warmed:
-            warmup.inputs[tensor.name].CopyFrom(pb.ModelWarmup.Input(
-                data_type=triton_dtype(tensor.dtype), dims=[int(d) for d in tensor.dims], zero_data=True))
-    return config
+
+    name: str
+    platform: str | None = None
+    backend: str | None = None
+    max_batch_size: int = 0
+    inputs: Sequence[Tensor] = ()
+    outputs: Sequence[Tensor] = ()
+    instances: Sequence[Instances] = ()
+    dynamic_batching: DynamicBatching | None = None
+    parameters: Mapping[str, Any] | None = None
+    default_model_filename: str | None = None
+    warmup_batch_sizes: Sequence[int] = ()
+    warmup_inputs: Sequence[Tensor] | None = None
+
+    def config(self) -> ModelConfig:
+        """The ``ModelConfig`` message; raises ``ValueError`` naming the model and the field at fault."""
+        name = self.name
+        if (self.platform is None) == (self.backend is None):
+            raise ValueError(f"model {name!r}: give exactly one of platform and backend")
+        if not isinstance(self.max_batch_size, int) or self.max_batch_size < 0:  # protobuf reads None as 0: no batch axis
+            raise ValueError(f"model {name!r}: max_batch_size must be 0 (no batch axis) or more, "
+                             f"not {self.max_batch_size!r}")
+        config = pb.ModelConfig(name=name, max_batch_size=self.max_batch_size)
+        if self.platform:
+            config.platform = self.platform
+        if self.backend:
+            config.backend = self.backend
+        if self.default_model_filename:
+            config.default_model_filename = self.default_model_filename
+        for tensor in self.inputs:
+            _io(config.input.add(), tensor)
+        for tensor in self.outputs:
+            message = _io(config.output.add(), tensor)
+            if tensor.label_filename:
+                message.label_filename = tensor.label_filename
+        for group in self.instances:
+            kind = {"cpu": pb.ModelInstanceGroup.KIND_CPU, "gpu": pb.ModelInstanceGroup.KIND_GPU}
+            if group.kind.lower() not in kind:
+                raise ValueError(f"model {name!r}: instance kind must be 'cpu' or 'gpu', not {group.kind!r}")
+            message = config.instance_group.add(count=group.count, kind=kind[group.kind.lower()])
+            message.gpus.extend(group.gpus)
+        batching = self.dynamic_batching
+        if batching is not None:
+            config.dynamic_batching.preferred_batch_size.extend(batching.preferred_batch_sizes)
+            config.dynamic_batching.max_queue_delay_microseconds = batching.max_queue_delay_us
+            config.dynamic_batching.default_queue_policy.CopyFrom(pb.ModelQueuePolicy(
+                timeout_action=pb.ModelQueuePolicy.REJECT, default_timeout_microseconds=batching.queue_timeout_us,
+                allow_timeout_override=True, max_queue_size=batching.max_queue_size))
+        for key, value in (self.parameters or {}).items():
+            config.parameters[key].string_value = str(value)
+        warmed = list(self.inputs if self.warmup_inputs is None else self.warmup_inputs)
+        free = [tensor.name for tensor in warmed if -1 in tensor.dims]
+        if self.warmup_batch_sizes and free:
+            raise ValueError(f"model {name!r}: inputs {free} have free dims (-1), which Triton cannot warm up: give "
+                             f"warmup_inputs with concrete dims")
+        for size in self.warmup_batch_sizes:
+            warmup = config.model_warmup.add(name=f"zeros, batch {size}", batch_size=size, count=1)
+            for tensor in warmed:
+                warmup.inputs[tensor.name].CopyFrom(pb.ModelWarmup.Input(
+                    data_type=triton_dtype(tensor.dtype), dims=[int(d) for d in tensor.dims], zero_data=True))
+        return config
+
+
+def model_config(name: str, **spec: Any) -> ModelConfig:
+    """Build a model's configuration in one call: ``spec`` are ``ModelSpec``'s fields."""
+    return ModelSpec(name, **spec).config()
 
 
 # A compiled network's parameter: the batch sizes it runs, each warmed when an instance loads.
@@ -285,6 +296,20 @@ def ensemble_config(
         source = produced[tensor_name]
         config.output.add(name=tensor_name, data_type=source.data_type, dims=source.dims)
     return config
+
+
+def with_class_names(model: ModelConfig, names: Sequence[str]) -> ModelConfig:
+    """``model`` naming its classes where ``trt_client`` reads them (``Inference.class_names``,
+    ``detections()``): the ``class_names`` parameter, a JSON list. The parameter's name is
+    ``trt_client.labels.PARAMETER``, so the writer and the reader cannot drift apart."""
+    import json
+
+    from trt_client.labels import PARAMETER  # here, not at the top: the backends import this module
+
+    named = pb.ModelConfig()
+    named.CopyFrom(model)
+    named.parameters[PARAMETER].string_value = json.dumps(list(names))
+    return named
 
 
 def to_text(config: ModelConfig) -> str:

@@ -10,7 +10,6 @@ This module only describes CenterNet: the converting, checking and configuring i
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from dataclasses import dataclass, fields, replace
@@ -306,7 +305,7 @@ def validate(options: Options) -> None:
 def network_on_gpu(options: Options) -> bool:
     """Whether the network will run on GPUs: a GPU format, or auto where CUDA is present."""
     if options.network_format in export.FORMATS:
-        return export.FORMATS[options.network_format].device(options.gpus) == "gpu"
+        return export.FORMATS[options.network_format].kind(options.gpus) == "gpu"
     return torch.cuda.is_available()
 
 
@@ -361,7 +360,7 @@ def convert(options: Options) -> list[verify.Comparison]:
         if not fused(options):
             heads = reference.network_outputs(image)
             exported.append(postprocess_stage(options, heads, (meta_affine, meta_size), spec.class_names,
-                                              on_gpu=network_model.device == "gpu"))
+                                              on_gpu=network_model.kind == "gpu"))
         progress.update()
         rows += [row for stage in exported for row in stage.comparisons]
         verify.require(rows)
@@ -381,8 +380,8 @@ def repository_models(options: Options, preprocess: repository.Model, stages: li
         models[0] = with_preprocess(models[0], preprocess)
     else:
         models.insert(0, preprocess)
-    ensemble = config.ensemble_config(pipeline.ENSEMBLE, [config.Step(m.config) for m in models])
-    ensemble.parameters["class_names"].string_value = json.dumps(class_names)
+    ensemble = config.with_class_names(config.ensemble_config(pipeline.ENSEMBLE, [config.Step(m.config) for m in models]),
+                                       class_names)
     return [*models, repository.Model(ensemble)]
 
 

@@ -127,3 +127,19 @@ def test_compiled_gpu_networks_run_a_few_batch_sizes():
     assert config.batch_buckets_text(32) == "1,2,4,6,8,12,16,24,32"
     # On a CPU nothing is padded: a graph for a batch of one and one for the rest.
     assert config.warm_batch_sizes(8) == "1,2" and config.warm_batch_sizes(1) == "1"
+
+
+def test_class_names_are_written_where_the_client_reads_them():
+    from trt_client.labels import from_parameters
+
+    model = config.model_config("m", platform="onnxruntime_onnx", inputs=[config.Tensor("x", np.float32, [3])],
+                                outputs=[config.Tensor("y", np.float32, [2])])
+    named = config.with_class_names(model, ["cat", "dog"])
+    parameters = {key: value.string_value for key, value in named.parameters.items()}
+    assert from_parameters("m", parameters) == ("cat", "dog")
+    assert "class_names" not in model.parameters  # the given config is left as it was
+
+
+def test_a_model_spec_refuses_an_unknown_field_by_name():
+    with pytest.raises(TypeError, match="max_batch"):
+        config.model_config("m", platform="onnxruntime_onnx", max_batch=4)

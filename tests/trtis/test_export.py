@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from trtis import export, repository, verify
+from trtis.export import onnx as trtis_onnx
 from trtis.export import tensorrt
 from trtis.serving import serve
 
@@ -37,7 +38,7 @@ CALIBRATION = [{"image": images(4, seed).numpy()} for seed in range(1, 5)]
 def test_each_cpu_format_is_built_checked_and_configured(fmt):
     exported = export.export(Classifier(), [images(2)], ["image"], ["logits", "probabilities"], fmt,
                              name="classifier", max_batch_size=4, calibration=CALIBRATION)
-    assert exported.device == "cpu" and exported.format in export.FORMATS
+    assert exported.kind == "cpu" and exported.format in export.FORMATS
     config = exported.model.config
     assert {"platform": config.platform} == export.FORMATS[exported.format].serves
     assert [list(t.dims) for t in config.input] == [[3, 16, 16]] and [list(t.dims) for t in config.output] == [[4], [4]]
@@ -100,7 +101,7 @@ def test_options_are_refused_before_any_work(fmt, options, message, monkeypatch)
     def no_work(*args, **kwargs):
         raise AssertionError("export work started before the options were checked")
 
-    monkeypatch.setattr(export.trtis_onnx, "export", no_work)
+    monkeypatch.setattr(trtis_onnx, "export", no_work)
     with pytest.raises(ValueError, match=message):
         export.export(Classifier(), [images(2)], ["image"], ["logits", "probabilities"], fmt, name="classifier",
                       **options)

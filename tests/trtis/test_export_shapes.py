@@ -243,7 +243,7 @@ def test_a_torchvision_detector_behind_a_padding_wrapper_serves_what_it_detects(
     with serve(tmp_path / "repo") as server:
         client = grpcclient.InferenceServerClient(server.grpc_url)
         served = infer(client, "detector", "images", other.numpy(), ["boxes", "scores", "labels"])
-    device = "cuda" if exported.device == "gpu" else "cpu"  # where the server ran it
+    device = "cuda:0" if exported.kind == "gpu" else "cpu"  # where the server ran it
     with torch.inference_mode():
         expected = [t.cpu().numpy() for t in wrapped.to(device)(other.to(device))]
     for got, want in zip(served, expected):

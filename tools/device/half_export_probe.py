@@ -43,6 +43,6 @@ if __name__ == "__main__":
         for label, options in (("HalfPrecision", {}), ("half_module reaching into the module", {"half_module": network_only})):
             exported = export.export(Heads().eval(), example, ["image"], ["scores", "features"], fmt,
                                      name=f"heads-{fmt}", max_batch_size=4, **options)
-            print(f"{fmt} FP16 ({label}) on {torch.cuda.get_device_name()}: {exported.device}, "
+            print(f"{fmt} FP16 ({label}) on {torch.cuda.get_device_name()}: {exported.kind}, "
                   f"{len(exported.comparisons)} comparisons")
             print(verify.table(exported.comparisons))

@@ -2,7 +2,7 @@
 
 Export with a dynamic batch axis (opset 17 by default), ``onnx.checker`` and shape inference,
 then onnx-simplifier. Callers compare each step's outputs with the previous one's on real
-inputs (``trtis.verify``), as ``convert.sh`` does.
+inputs (``trtis.verify``), as ``trtis.export`` does.
 """
 from __future__ import annotations
 
