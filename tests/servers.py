@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from trtis.serving.launcher import free_port
+from trtis.serving.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 START = REPO_ROOT / "start.sh"

@@ -25,7 +25,7 @@ import numpy as np
 import tritonclient.http as triton_http
 
 from trtis.bench.load import percentiles
-from trtis.serving import launcher, serve
+from trtis.serving import serve, state_folder
 
 
 def processor() -> str:
@@ -117,7 +117,7 @@ def main() -> int:
     args = parser.parse_args()
     rows = []
     with serve(args.model_repository) as server:
-        direct = launcher._state(server.state_dir)["ready_url"].split("/")[2]
+        direct = state_folder.state(server.state_dir)["ready_url"].split("/")[2]
         with triton_http.InferenceServerClient(server.http_url) as client:
             requests = inputs(args.files, client.get_model_metadata(args.model))
         load(server.http_url, args.model, requests, max(args.concurrency), 3)  # warm-up

@@ -26,8 +26,10 @@ from pathlib import Path
 from rendered_manifests import (container_env, expanded_args, flags, image_package, render, supervised,
                                 triton_container, with_port)
 from servers import wait_until
-from trtis.serving import Ports, embedded, launcher, process
-from trtis.serving.supervisor import read_state
+from trtis.serving import Ports, ServerConfig, embedded, process, state_folder
+from trtis.serving.health import read_state
+from trtis.serving.ports import free_port
+from trtis.serving.server import wait_ready
 
 # What differs on this machine: where the repository and the backends are, and free local ports.
 # (--http-address and --metrics-address stay the pod's: loopback.)
@@ -51,7 +53,7 @@ class Pod:
         return run.returncode == 0, (run.stdout + run.stderr).strip()
 
     def state(self) -> dict:
-        return read_state(self.state_dir / launcher.STATE_FILE) or {}
+        return read_state(self.state_dir / state_folder.STATE_FILE) or {}
 
     def log_tail(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
@@ -82,14 +84,14 @@ def run_pod(repository: Path, state_dir: Path, image_dir: Path, secrets: dict[tu
     """The overlay's Triton container on ``repository`` until the ``with`` block ends; it is entered
     once the pod's probe passes."""
     container = triton_container(render(overlay))
-    ports = Ports(launcher.free_port(), launcher.free_port(), launcher.free_port())
+    ports = Ports(free_port(), free_port(), free_port())
     supervisor, server = supervised(expanded_args(container, secrets))
     prefix = process.new_shm_prefix()
-    local = embedded.command(embedded.DEFAULT_HOME, repository, "127.0.0.1", ports.http, ports.grpc, ports.metrics)
+    local = embedded.command(repository, ServerConfig(ports=ports))
     host = {name: value for name, value in flags(["tritonserver", *local[1:]]).items() if name in HOST_FLAGS}
     package = image_package(image_dir)
     host["--backend-directory"] = str(image_backends(image_dir / "opt" / "tritonserver" / "backends", package))
-    options = {**supervisor, "--state-file": str(state_dir / launcher.STATE_FILE),
+    options = {**supervisor, "--state-file": str(state_dir / state_folder.STATE_FILE),
                "--ready-url": with_port(supervisor["--ready-url"], ports.http),
                "--metrics-url": with_port(supervisor["--metrics-url"], ports.metrics)}
     command = localized([sys.executable, "-m", "trtis.serving.supervisor", "run",
@@ -103,7 +105,7 @@ def run_pod(repository: Path, state_dir: Path, image_dir: Path, secrets: dict[tu
     probe_command[probe_command.index(supervisor["--ready-url"])] = options["--ready-url"]
     probe_command[probe_command.index(supervisor["--state-file"])] = options["--state-file"]
     probe_env = {**os.environ, **container_env(container, secrets), "PYTHONPATH": str(package)}
-    log = state_dir / launcher.LOG_FILE
+    log = state_dir / state_folder.LOG_FILE
     with open(log, "wb") as out:
         keeper = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                   start_new_session=True)
@@ -111,12 +113,12 @@ def run_pod(repository: Path, state_dir: Path, image_dir: Path, secrets: dict[tu
     try:
         started = time.monotonic()
         # Triton's readiness first (cheap), then the probe command, which also needs the supervisor's word.
-        launcher.wait_ready("127.0.0.1", ports.http, timeout, still_running=lambda: keeper.poll() is None)
+        wait_ready("127.0.0.1", ports.http, timeout, still_running=lambda: keeper.poll() is None)
         if wait_until(lambda: pod.probe()[0], 30, step=0.5, still=lambda: keeper.poll() is None) is None:
-            raise launcher.LaunchError(f"the pod's probe did not pass: {pod.probe()[1]}")
+            raise state_folder.LaunchError(f"the pod's probe did not pass: {pod.probe()[1]}")
         print(f"\npod ({repository.name}): the probe passed {time.monotonic() - started:.1f} s after the start")
-    except launcher.LaunchError as error:
-        launcher.stop(state_dir)
+    except state_folder.LaunchError as error:
+        state_folder.stop(state_dir)
         if keeper.poll() is None:
             keeper.kill()
         keeper.wait()
@@ -124,7 +126,7 @@ def run_pod(repository: Path, state_dir: Path, image_dir: Path, secrets: dict[tu
     try:
         yield pod
     finally:
-        launcher.stop(state_dir)
+        state_folder.stop(state_dir)
         if keeper.poll() is None:
             keeper.kill()
         keeper.wait()

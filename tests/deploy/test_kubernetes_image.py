@@ -21,7 +21,7 @@ from rendered_manifests import (DOCKERFILE, DOCKERIGNORE, KUBERNETES, ROOT, cont
                                 dockerfile_copies, dockerfile_env, dockerfile_instructions, image_package)
 from trtis import config, repository
 from trtis.runtimes import BACKEND_OF_PLATFORM
-from trtis.serving import docker, embedded
+from trtis.serving import Ports, ServerConfig, docker, embedded
 
 CHECK = KUBERNETES / "check-backends.sh"
 
@@ -135,7 +135,7 @@ def test_the_image_puts_the_package_where_the_docker_mode_mounts_it():
     assert dockerfile_env()["PYTHONPATH"] == "/opt/trtis"
     assert dockerfile_env()["TRTIS_STATE_DIR"] == docker.STATE_DIR  # the compiled network's cache, kept
     assert dict(dockerfile_copies())["backend/trtis/"] == "/opt/trtis/trtis/"
-    run = docker.command(ROOT / "model_repository", "127.0.0.1", 7000, 7001, 7002, shm_prefix="trtis_0123abcd_")
+    run = docker.command(ROOT / "model_repository", ServerConfig(ports=Ports(7000, 7001, 7002)), shm_prefix="trtis_0123abcd_")
     assert f"{docker.PACKAGE}:/opt/trtis/trtis:ro" in run and "PYTHONPATH=/opt/trtis" in run
     assert f"TRTIS_STATE_DIR={docker.STATE_DIR}" in run
     assert docker.PACKAGE == ROOT / "backend" / "trtis"

@@ -28,7 +28,7 @@ from pod_runner import Pod, run_pod
 from servers import wait_until
 from rendered_manifests import FRONT_DOOR_CONF, front_door_container, render
 from trtis import config, repository
-from trtis.serving import front_door, launcher, process, supervisor
+from trtis.serving import front_door, health, ports, process
 
 SECRETS = {("triton-admin", "key"): "0123456789abcdef" * 4}
 PROBE_BOUND_S = 10   # issue 23: a broken replica leaves the Services within 10 s
@@ -91,7 +91,7 @@ def fault(pod: Pod, harm, pid: int) -> tuple[float, float, str]:
     failed = time.monotonic() - harmed_at  # when the first failing probe answered
     ready_url = pod.probe_command[pod.probe_command.index("--ready-url") + 1]
     state_file = Path(pod.probe_command[pod.probe_command.index("--state-file") + 1])
-    assert wait_until(lambda: supervisor.probe(ready_url, state_file) is None and pod.probe()[0], HEAL_BOUND_S,
+    assert wait_until(lambda: health.probe(ready_url, state_file) is None and pod.probe()[0], HEAL_BOUND_S,
                       step=0.25, still=lambda: pod.supervisor.poll() is None) is not None, \
         f"the probe did not pass again within {HEAL_BOUND_S} s: {pod.probe()[1]}\n{pod.log_tail()}"
     healed = time.monotonic() - harmed_at
@@ -141,7 +141,7 @@ def door(pod, tmp_path_factory) -> Iterator[Door]:
     if reason:
         pytest.skip(f"no nginx here for the front door: {reason}")
     scratch = tmp_path_factory.mktemp("front-door")
-    http_port, metrics_port = launcher.free_port(), launcher.free_port()
+    http_port, metrics_port = ports.free_port(), ports.free_port()
     printed = subprocess.run([sys.executable, "-m", "trtis.serving.front_door", "--http-port", str(http_port),
                               "--metrics-port", str(metrics_port), "--triton-http", str(pod.ports.http),
                               "--triton-metrics", str(pod.ports.metrics), "--scratch-parent", str(scratch)],
@@ -166,8 +166,8 @@ def door(pod, tmp_path_factory) -> Iterator[Door]:
         nginx = subprocess.Popen(local, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                  start_new_session=True)
     try:
-        listening = wait_until(lambda: launcher._listening("127.0.0.1", http_port)
-                               and launcher._listening("127.0.0.1", metrics_port), 10, still=lambda: nginx.poll() is None)
+        listening = wait_until(lambda: ports.listening("127.0.0.1", http_port)
+                               and ports.listening("127.0.0.1", metrics_port), 10, still=lambda: nginx.poll() is None)
         assert listening is not None, log.read_text()
         yield Door(http_port, metrics_port, nginx)
     finally:

@@ -26,7 +26,7 @@ from rendered_manifests import (OVERLAYS, ROOT, SCRAPE_LABELS, SUPERVISOR_PROBE,
                                 selectors, supervised, triton_container)
 from tiny_models import texts
 from trt_client.client import Inference
-from trtis.serving import docker, embedded
+from trtis.serving import Ports, ServerConfig, docker, embedded
 
 ADMIN_KEY = secrets.token_hex(16)
 SECRETS = {("triton-admin", "key"): ADMIN_KEY}
@@ -51,7 +51,7 @@ def test_every_flag_is_one_the_bundled_tritonserver_accepts(overlay):
 
 def docker_mode_options() -> dict[str, str]:
     """The supervisor's options in the Docker mode's ``docker run`` (start.sh --mode docker)."""
-    run = docker.command(ROOT / "model_repository", "127.0.0.1", 7000, 7001, 7002, shm_prefix="trtis_0123abcd_")
+    run = docker.command(ROOT / "model_repository", ServerConfig(ports=Ports(7000, 7001, 7002)), shm_prefix="trtis_0123abcd_")
     start = run.index("python3")
     options, server = supervised(run[start:])
     assert server[0] == "tritonserver"

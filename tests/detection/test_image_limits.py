@@ -22,7 +22,7 @@ from tritonclient.utils import InferenceServerException
 
 from detection import gpu_preprocess, letterbox, pipeline
 from detection.preprocess import TensorFlowPreprocess
-from trtis.serving import launcher, process
+from trtis.serving import process, state_folder
 
 from served_repository import OPENCV_PREPROCESS
 from test_gpu_preprocess import DEVICE, infer, server  # noqa: F401 - the served GPU preprocess model
@@ -88,7 +88,7 @@ def refusal(bomb: str) -> str:
 
 def preprocess_memory(server) -> int:
     """Resident memory of every preprocess instance (both forms), in bytes."""
-    prefix = json.loads((server.state_dir / launcher.STATE_FILE).read_text())["shm_prefix"]
+    prefix = json.loads((server.state_dir / state_folder.STATE_FILE).read_text())["shm_prefix"]
     return sum(process.rss_bytes(pid) for pid, instance in process.stubs(prefix).items()
                if instance.startswith(pipeline.PREPROCESS))
 

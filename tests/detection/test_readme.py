@@ -12,21 +12,22 @@ import numpy as np
 import pytest
 
 from docs.marked_blocks import Ports, addressed, blocks_named, checkout, run_shell
-from trtis.serving import launcher
+from trtis.serving import state_folder
+from trtis.serving.ports import free_port
 
 
 @pytest.fixture(scope="module")
 def served(detection_repository, tmp_path_factory):
     """(checkout, ports) with the server the README's start block started; its stop block ends it."""
     root = checkout(tmp_path_factory.mktemp("docs") / "checkout", detection_repository[0])
-    ports = Ports(launcher.free_port(), launcher.free_port(), launcher.free_port())
+    ports = Ports(free_port(), free_port(), free_port())
     assert "healthy" in shell_blocks(root, ports, "readme-start").stdout
     try:
         yield root, ports
         run = shell_blocks(root, ports, "readme-stop")
-        assert "Server stopped." in run.stdout and not launcher.running(root / ".triton")
+        assert "Server stopped." in run.stdout and not state_folder.running(root / ".triton")
     finally:
-        launcher.stop(root / ".triton")
+        state_folder.stop(root / ".triton")
 
 
 def shell_blocks(root, ports: Ports, name: str) -> subprocess.CompletedProcess:
@@ -63,9 +64,9 @@ def test_serving_page(served, monkeypatch):
     root, ports = served
     run = shell_blocks(root, ports, "serving-lifecycle").stdout
     assert run.count("Triton is ready") == 2 and "healthy" in run and "Server stopped." in run
-    assert launcher.running(root / ".triton")
+    assert state_folder.running(root / ".triton")
     server = python_blocks(root, ports, "serving-python", monkeypatch)["server"]
-    assert server.ports != ports and not launcher.running(server.state_dir), "serve() ran its own server, then stopped it"
+    assert server.ports != ports and not state_folder.running(server.state_dir), "serve() ran its own server, then stopped it"
 
     health, metadata, config = shell_blocks(root, ports, "serving-curl").stdout.splitlines()
     assert health == "200" and json.loads(metadata)["name"] == "detection"

@@ -12,7 +12,7 @@ import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException
 
 from trtis import config, repository
-from trtis.serving import launcher, process, serve
+from trtis.serving import process, serve, state_folder
 from trtis.repository import read_configs
 from trtis.serving.burst import send_all, without_queue_bounds
 
@@ -52,7 +52,7 @@ def request() -> dict[str, np.ndarray]:
 
 
 def server_memory(running) -> int:
-    state = json.loads((running.state_dir / launcher.STATE_FILE).read_text())
+    state = json.loads((running.state_dir / state_folder.STATE_FILE).read_text())
     return process.rss_bytes(state["server"]["pid"])
 
 

@@ -1,6 +1,7 @@
 """The real embedded Triton server, started by start.sh, serving tiny real models."""
 from __future__ import annotations
 
+import subprocess
 import threading
 
 import numpy as np
@@ -9,7 +10,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from servers import listening, start_script
+from servers import START, listening, start_script
 from tiny_models import texts
 
 
@@ -121,11 +122,15 @@ def test_start_refuses_a_second_server_and_busy_ports(tiny_server, tiny, tmp_pat
     assert busy.returncode != 0 and f"grpc {tiny_server.ports.grpc}" in busy.stderr
 
 
-def test_stop_frees_the_ports(tiny, tmp_path):
+def test_health_asks_the_recorded_ports_and_stop_frees_them(tiny, tmp_path):
     server = start_script(tiny.root, tmp_path)
     assert server.start().returncode == 0
     ports = [server.http, server.grpc, server.metrics]
     assert all(listening(port) for port in ports)
+    # --health with the state folder alone asks the ports this server was started on, not 7000.
+    health = subprocess.run([str(START), "--health", "--state-dir", str(tmp_path)], capture_output=True, text=True,
+                            timeout=60)
+    assert health.returncode == 0 and health.stdout.strip() == "healthy", health.stdout + health.stderr
     stopped = server.stop()
     assert stopped.returncode == 0 and "stopped" in stopped.stdout
     assert not any(listening(port) for port in ports)
@@ -144,13 +149,13 @@ def test_serve_runs_a_server_for_a_with_block(tiny, tmp_path):
 
 def test_serve_raises_a_library_error_with_the_log_when_the_server_cannot_start(tmp_path):
     from trtis import config, repository
-    from trtis.serving import LaunchError, serve
+    from trtis.serving import LaunchError, ServerConfig, serve
 
     broken = config.model_config("broken", platform="onnxruntime_onnx", max_batch_size=1,
                                  inputs=[config.Tensor("x", np.float32, [1])], outputs=[config.Tensor("y", np.float32, [1])])
     repository.write_repository(tmp_path / "repo", [repository.Model(broken, b"not onnx")])
     with pytest.raises(LaunchError, match="broken"):
-        with serve(tmp_path / "repo", timeout=120):
+        with serve(tmp_path / "repo", ServerConfig(timeout=120)):
             pass
 
 

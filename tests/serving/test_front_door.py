@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tritonclient.http as triton_http
 
-from trtis.serving import front_door, launcher, serve
+from trtis.serving import ServerConfig, front_door, serve, state_folder
 from trtis.serving.supervisor import Supervision
 
 MiB = 1 << 20
@@ -69,7 +69,7 @@ def get(port: int, path: str) -> tuple[int, bytes]:
 
 def triton_port(server) -> int:
     """Triton's own HTTP port behind the door (the supervisor's readiness URL)."""
-    return int(launcher._state(server.state_dir)["ready_url"].split(":")[2].split("/")[0])
+    return int(state_folder.state(server.state_dir)["ready_url"].split(":")[2].split("/")[0])
 
 
 def served(server) -> np.ndarray:
@@ -85,13 +85,13 @@ def served(server) -> np.ndarray:
 @pytest.mark.parametrize("case", HOSTILE)
 def test_a_hostile_request_is_refused_clearly_and_the_server_lives_on(server, case):
     path, body, headers, expected = HOSTILE[case]
-    pid = launcher._state(server.state_dir)["server"]["pid"]
+    pid = state_folder.state(server.state_dir)["server"]["pid"]
     status, answer = post(server.ports.http, path, body, headers)
     assert status == expected, answer[:300]
     if expected != 400 or "NUL" not in case:  # nginx answers a NUL in the URL with its own page
         assert json.loads(answer)["error"], answer[:300]
     np.testing.assert_array_equal(served(server), np.arange(8, dtype=np.float32).reshape(2, 4))
-    state = launcher._state(server.state_dir)
+    state = state_folder.state(server.state_dir)
     assert state["server"]["pid"] == pid and state["restarts"] == 0, "the request cost a restart"
 
 
@@ -109,7 +109,7 @@ def test_triton_behind_the_door_holds_the_deepest_json_the_door_lets_through(ser
     depth = (front_door.JSON_LIMIT - len(nested(0))) // 2
     status, answer = post(triton_port(server), "/v2/models/echo/infer", nested(depth), {"Content-Type": "application/json"})
     assert status == 400, answer[:300]
-    assert launcher._state(server.state_dir)["restarts"] == 0
+    assert state_folder.state(server.state_dir)["restarts"] == 0
 
 
 def test_a_bodiless_post_passes(server):
@@ -130,7 +130,7 @@ def test_headers_over_the_limit_are_refused(server):
 def test_without_nginx_http_stays_on_loopback_and_says_so(echo_repository, tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("TRTIS_NGINX", "")
     with serve(echo_repository, state_dir=tmp_path) as server:
-        assert launcher._state(tmp_path)["proxy"] is None
+        assert state_folder.state(tmp_path)["proxy"] is None
         assert served(server).shape == (2, 4)
     assert "nginx is not installed" in caplog.text and "127.0.0.1 only" in caplog.text
 
@@ -149,10 +149,10 @@ def test_the_supervisors_flag_holds_readiness_at_the_door_and_only_readiness(ser
 def test_a_nearly_full_dev_shm_keeps_the_server_from_reporting_ready(echo_repository, tmp_path):
     """Triton reports ready while the Python backend cannot grow its shared memory; the supervisor's
     check (a floor above what /dev/shm has free) holds the server not ready, and the start says why."""
-    with pytest.raises(launcher.LaunchError, match="/dev/shm has .* MB free"):
-        with serve(echo_repository, state_dir=tmp_path, supervision=Supervision(shm_floor_mb=1 << 30)):
+    with pytest.raises(state_folder.LaunchError, match="/dev/shm has .* MB free"):
+        with serve(echo_repository, ServerConfig(supervision=Supervision(shm_floor_mb=1 << 30)), state_dir=tmp_path):
             pass
-    assert not launcher.running(tmp_path)
+    assert not state_folder.running(tmp_path)
 
 
 def test_a_body_over_the_doors_memory_buffer_reaches_triton(server):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from servers import listening, start_script
-from trtis.serving import launcher, mps, process
+from trtis.serving import mps, process, state_folder
 
 
 @pytest.fixture
@@ -60,13 +60,13 @@ STATE_CASES = {
 def test_stop_never_obeys_a_state_file_that_does_not_prove_its_processes(case, foreigner, tmp_path):
     leader, child = foreigner
     record = STATE_CASES[case](leader, child)
-    (tmp_path / launcher.STATE_FILE).write_text(json.dumps(
+    (tmp_path / state_folder.STATE_FILE).write_text(json.dumps(
         {"supervisor": record, "server": record, "shm_prefix": "trtis_00000000_", "status": "ready"}))
     stopped = start_script(tmp_path / "none", tmp_path).stop()
     assert stopped.returncode == 0 and "No server was running" in stopped.stdout, stopped.stderr
     assert "stale state file" in stopped.stderr and "signalled nothing" in stopped.stderr
     assert "Traceback" not in stopped.stderr
-    assert not (tmp_path / launcher.STATE_FILE).exists()
+    assert not (tmp_path / state_folder.STATE_FILE).exists()
     assert untouched(leader.pid) and untouched(child)
 
 
@@ -75,11 +75,11 @@ def test_stop_never_obeys_a_bare_pid_file_of_another_process(case, foreigner, tm
     leader, child = foreigner
     text = {"foreign": leader.pid, "not a group leader": child, "pid 1": 1, "stale": finished_pid(),
             "not a number": "12ab"}[case]
-    (tmp_path / launcher.PID_FILE).write_text(f"{text}\n")
+    (tmp_path / state_folder.PID_FILE).write_text(f"{text}\n")
     stopped = start_script(tmp_path / "none", tmp_path).stop()
     assert stopped.returncode == 0 and "No server was running" in stopped.stdout, stopped.stderr
     assert "stale pid file" in stopped.stderr and "Traceback" not in stopped.stderr
-    assert not (tmp_path / launcher.PID_FILE).exists()
+    assert not (tmp_path / state_folder.PID_FILE).exists()
     assert untouched(leader.pid) and untouched(child)
 
 
@@ -87,7 +87,7 @@ def kill_server_and_supervisor(state_dir: Path) -> tuple[str, list[int]]:
     """kill -9 the supervisor, then tritonserver, while its backend processes are busy (stopped
     here: an idle stub notices its server died and exits, a busy one lived on under pid 1);
     returns the shm prefix and the orphaned stubs."""
-    state = json.loads((state_dir / launcher.STATE_FILE).read_text())
+    state = json.loads((state_dir / state_folder.STATE_FILE).read_text())
     stubs = list(process.stubs(state["shm_prefix"]))
     assert stubs, "the server runs no backend process"
     for pid in stubs:
@@ -106,7 +106,7 @@ def leftovers(shm_prefix: str, stubs: list[int]) -> list:
 
 def test_a_killed_server_leaves_nothing_after_the_next_start_or_stop(echo_repository, tmp_path):
     script = start_script(echo_repository, tmp_path)
-    (tmp_path / launcher.PID_FILE).write_text("1\n")  # it once made start refuse forever
+    (tmp_path / state_folder.PID_FILE).write_text("1\n")  # it once made start refuse forever
     try:
         first = script.start()
         assert first.returncode == 0 and "stale pid file" in first.stderr, first.stderr
@@ -120,7 +120,7 @@ def test_a_killed_server_leaves_nothing_after_the_next_start_or_stop(echo_reposi
         prefix, stubs = kill_server_and_supervisor(tmp_path)
         stopped = script.stop()
         assert "orphaned backend process" in stopped.stderr and leftovers(prefix, stubs) == []
-        assert not (tmp_path / launcher.STATE_FILE).exists()
+        assert not (tmp_path / state_folder.STATE_FILE).exists()
     finally:
         script.stop()
 
@@ -128,7 +128,7 @@ def test_a_killed_server_leaves_nothing_after_the_next_start_or_stop(echo_reposi
 def test_stop_ends_a_running_server_with_its_backend_processes_and_shared_memory(echo_repository, tmp_path):
     script = start_script(echo_repository, tmp_path)
     assert script.start().returncode == 0
-    state = json.loads((tmp_path / launcher.STATE_FILE).read_text())
+    state = json.loads((tmp_path / state_folder.STATE_FILE).read_text())
     stubs = list(process.stubs(state["shm_prefix"]))
     stopped = script.stop()
     assert stopped.returncode == 0 and "Server stopped." in stopped.stdout
@@ -142,7 +142,7 @@ def test_a_damaged_prefix_can_match_no_other_servers_processes_or_memory(prefix,
         process.stubs(prefix)
     with pytest.raises(ValueError, match="not a server's shared-memory prefix"):
         process.remove_shared_memory(prefix)
-    (tmp_path / launcher.STATE_FILE).write_text(json.dumps({"supervisor": None, "server": None, "shm_prefix": prefix}))
+    (tmp_path / state_folder.STATE_FILE).write_text(json.dumps({"supervisor": None, "server": None, "shm_prefix": prefix}))
     stopped = start_script(tmp_path / "none", tmp_path).stop()
     assert stopped.returncode == 0 and "Traceback" not in stopped.stderr
 
@@ -152,5 +152,5 @@ def test_mps_without_the_nvidia_driver_is_refused_with_the_reason_and_leaves_not
     script = start_script(echo_repository, tmp_path)
     refused = script.start("--mps")
     assert refused.returncode == 1 and mps.CONTROL in refused.stderr and "without --mps" in refused.stderr, refused.stderr
-    assert not launcher.running(tmp_path) and not (tmp_path / mps.FOLDER).exists()
+    assert not state_folder.running(tmp_path) and not (tmp_path / mps.FOLDER).exists()
     assert not listening(script.http)

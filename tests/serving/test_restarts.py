@@ -17,7 +17,7 @@ from tritonclient.utils import InferenceServerException
 
 from servers import START, start_script, wait_until
 from trtis import config, repository
-from trtis.serving import launcher, process, serve, supervisor
+from trtis.serving import ServerConfig, health, process, serve, state_folder
 from trtis.serving.supervisor import RestartPolicy, Supervision
 
 HEAL_BOUND_S = 30
@@ -33,11 +33,11 @@ class TritonPythonModel:
 
 
 def state(state_dir) -> dict:
-    return json.loads((state_dir / launcher.STATE_FILE).read_text())
+    return json.loads((state_dir / state_folder.STATE_FILE).read_text())
 
 
 def is_ready(server) -> bool:
-    return supervisor.ready(f"http://{server.http_url}/v2/health/ready", timeout=1)
+    return health.ready(f"http://{server.http_url}/v2/health/ready", timeout=1)
 
 
 def echoed(server) -> np.ndarray:
@@ -54,12 +54,12 @@ def test_the_backoff_doubles_after_the_quick_restarts_and_is_capped():
 
 def test_twenty_faults_in_a_row_are_all_healed(echo_repository, tmp_path):
     """Each kill of tritonserver is healed; health says no while the supervisor waits, and why."""
-    with serve(echo_repository, state_dir=tmp_path, supervision=Supervision(max_backoff_s=1)) as server:
+    with serve(echo_repository, ServerConfig(supervision=Supervision(max_backoff_s=1)), state_dir=tmp_path) as server:
         heal_times, said_while_down = [], set()
         for fault in range(20):
             os.kill(state(tmp_path)["server"]["pid"], signal.SIGKILL)
             assert wait_until(lambda: not is_ready(server), 10) is not None, f"fault {fault}: never seen down"
-            problem = launcher.health(tmp_path, server.host, server.ports.http)
+            problem = state_folder.health(tmp_path, server.host, server.ports.http)
             assert problem is not None, f"fault {fault}: --health said healthy while the server was down"
             said_while_down.add(problem.split(":")[0])
             healed = wait_until(lambda: is_ready(server) and state(tmp_path)["status"] == "ready", HEAL_BOUND_S)
@@ -70,7 +70,7 @@ def test_twenty_faults_in_a_row_are_all_healed(echo_repository, tmp_path):
         log = server.log_file.read_text(errors="replace")
         assert log.count("restarting the server") == 20 and "restarting the server in 1 s" in log
         assert "giving up" not in log
-        assert launcher.health(tmp_path, server.host, server.ports.http) is None
+        assert state_folder.health(tmp_path, server.host, server.ports.http) is None
     print(f"20 faults healed in {min(heal_times):.1f}-{max(heal_times):.1f} s each; --health said: {sorted(said_while_down)}")
 
 
@@ -91,7 +91,8 @@ def test_a_hung_model_is_restarted_without_a_false_alarm_for_a_busy_one(echo_mod
     stuck = config.model_config("stuck", backend="python", max_batch_size=8, inputs=[config.Tensor("data", np.float32, [4])],
                                 outputs=[config.Tensor("echo", np.float32, [4])])
     repository.write_repository(tmp_path / "repository", [echo_model, repository.Model(stuck, STUCK)])
-    with serve(tmp_path / "repository", state_dir=tmp_path / "state", supervision=Supervision(hang_timeout_s=4)) as server:
+    with serve(tmp_path / "repository", ServerConfig(supervision=Supervision(hang_timeout_s=4)),
+               state_dir=tmp_path / "state") as server:
         busy_until = time.monotonic() + 8  # the echo model busy for longer than the hang timeout: no restart
         while time.monotonic() < busy_until:
             echoed(server)
@@ -128,7 +129,7 @@ def test_a_dead_supervisor_is_reported_and_stop_still_ends_everything(echo_repos
     recorded = state(tmp_path)
     os.kill(recorded["supervisor"]["pid"], signal.SIGKILL)
     assert wait_until(lambda: not process.ProcessId.from_json(recorded["supervisor"]).alive(), 10) is not None
-    problem = launcher.health(tmp_path, "127.0.0.1", script.http)
+    problem = state_folder.health(tmp_path, "127.0.0.1", script.http)
     assert problem is not None and "supervisor" in problem and "not running" in problem
     assert script.stop().returncode == 0
     for role in ("server", "proxy"):
@@ -149,7 +150,7 @@ def test_two_simultaneous_starts_give_one_server_and_one_clear_refusal(echo_repo
         assert codes == [0, 1], results
         refusal = next(err for code, _, err in results if code == 1)
         assert "is still running or starting" in refusal
-        assert launcher.health(script.state_dir, "127.0.0.1", script.http) is None, "the winner is not the one recorded"
+        assert state_folder.health(script.state_dir, "127.0.0.1", script.http) is None, "the winner is not the one recorded"
         winner = state(script.state_dir)
         assert set(process.named("tritonserver")) - before == {winner["server"]["pid"]}, "not exactly one new server"
     finally:
@@ -166,7 +167,7 @@ def test_a_refused_start_writes_no_key(echo_repository, tmp_path):
         clash.http = script.http
         refused = clash.start()
         assert refused.returncode != 0 and "already listens" in refused.stderr
-        assert not (tmp_path / "second" / launcher.ADMIN_KEY_FILE).exists()
+        assert not (tmp_path / "second" / state_folder.ADMIN_KEY_FILE).exists()
     finally:
         script.stop()
 

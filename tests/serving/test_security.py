@@ -14,7 +14,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from servers import start_script
-from trtis.serving import launcher, serve
+from trtis.serving import ServerConfig, serve, state_folder
 from trtis.serving.security import ADMIN_APIS, GrpcTls, Security, SecurityError, new_key
 
 INFERENCE_KEY = new_key()
@@ -31,9 +31,10 @@ ADMIN_CALLS = {
 @pytest.fixture(scope="module")
 def locked(echo_repository, certificates, tmp_path_factory):
     """start.sh's defaults (admin APIs behind a key), plus an inference key and gRPC over TLS."""
-    with serve(echo_repository, state_dir=tmp_path_factory.mktemp("locked"), restricted=True,
-               inference_key=INFERENCE_KEY,
-               grpc_tls=GrpcTls(certificates["server.pem"], certificates["server.key"])) as server:
+    security = Security(inference_key=INFERENCE_KEY,
+                        grpc_tls=GrpcTls(certificates["server.pem"], certificates["server.key"]))
+    with serve(echo_repository, ServerConfig(security=security), state_dir=tmp_path_factory.mktemp("locked"),
+               restricted=True) as server:
         yield server
 
 
@@ -75,7 +76,7 @@ def test_the_backends_own_shared_memory_cannot_be_registered_without_the_key(loc
 
 def test_the_backends_shared_memory_is_readable_by_its_own_user_alone(locked):
     """Every request's tensors pass through these regions: the server's umask keeps other local users out."""
-    prefix = json.loads((locked.state_dir / launcher.STATE_FILE).read_text())["shm_prefix"]
+    prefix = json.loads((locked.state_dir / state_folder.STATE_FILE).read_text())["shm_prefix"]
     regions = list(Path("/dev/shm").glob(f"{prefix}*"))
     assert regions and {stat.S_IMODE(region.stat().st_mode) for region in regions} == {0o600}
 
@@ -100,7 +101,7 @@ def test_grpc_refuses_a_client_without_tls_or_trusting_another_ca(locked, certif
 
 def test_mutual_tls_serves_only_clients_with_a_certificate_of_the_ca(echo_repository, certificates, tmp_path):
     tls = GrpcTls(certificates["server.pem"], certificates["server.key"], client_ca=certificates["ca.pem"])
-    with serve(echo_repository, state_dir=tmp_path, grpc_tls=tls) as server:
+    with serve(echo_repository, ServerConfig(security=Security(grpc_tls=tls)), state_dir=tmp_path) as server:
         trusted = dict(ssl=True, root_certificates=str(certificates["ca.pem"]))
         client = grpcclient.InferenceServerClient(server.grpc_url, **trusted, private_key=str(certificates["client.key"]),
                                                   certificate_chain=str(certificates["client.pem"]))

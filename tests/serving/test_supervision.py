@@ -18,7 +18,7 @@ from tiny_models import build, texts
 from trt_client.client import Inference
 from trt_client.errors import TrtClientError
 from trtis import repository
-from trtis.serving import launcher, process, serve, supervisor
+from trtis.serving import health, process, serve, state_folder
 
 # A model of each backend kind the project serves with: instances of it die one at a time here.
 KINDS = {"tensorflow": "tiny-text", "onnxruntime": "tiny-affine", "pytorch": "tiny-head", "python": "echo"}
@@ -39,7 +39,7 @@ def server(kinds, tmp_path_factory):
 
 
 def state(server) -> dict:
-    return json.loads((server.state_dir / launcher.STATE_FILE).read_text())
+    return json.loads((server.state_dir / state_folder.STATE_FILE).read_text())
 
 
 def stubs(server) -> dict[int, str]:
@@ -47,7 +47,7 @@ def stubs(server) -> dict[int, str]:
 
 
 def ready(server) -> bool:
-    return supervisor.ready(f"http://{server.http_url}/v2/health/ready", timeout=1)
+    return health.ready(f"http://{server.http_url}/v2/health/ready", timeout=1)
 
 
 class Readiness(threading.Thread):
@@ -150,13 +150,13 @@ def test_a_killed_backend_process_is_replaced_and_no_request_is_lost(server, kin
         os.kill(victim, signal.SIGKILL)
         while process.state(victim) not in ("Z", None):
             time.sleep(0.01)
-        assert launcher.health(server.state_dir, server.host, server.ports.http) is not None, \
+        assert state_folder.health(server.state_dir, server.host, server.ports.http) is not None, \
             "the health check passed while a backend process was dead"
 
     outcomes, samples, killed_at = load_through(server, kinds, kill)
     check_recovery(server, kinds, outcomes, samples, killed_at, old)
     assert f"{old[victim]} (pid {victim})" in server.log_file.read_text(errors="replace"), "the log does not say which died"
-    assert launcher.health(server.state_dir, server.host, server.ports.http) is None
+    assert state_folder.health(server.state_dir, server.host, server.ports.http) is None
 
 
 def test_a_killed_server_is_restarted_and_leaves_no_orphan(server, kinds):
@@ -171,7 +171,7 @@ def test_a_killed_server_is_restarted_and_leaves_no_orphan(server, kinds):
 def test_the_probe_checks_readiness_and_finds_the_server_by_name_in_a_container(server):
     assert urllib.request.urlopen(f"http://{server.http_url}/v2/health/ready").status == 200
     assert state(server)["server"]["pid"] in process.named("tritonserver")
-    assert "does not answer ready" in supervisor.probe("http://127.0.0.1:9/v2/health/ready")
+    assert "does not answer ready" in health.probe("http://127.0.0.1:9/v2/health/ready")
 
 
 def test_a_stopped_backend_process_turns_readiness_false_and_is_healed(server, kinds):

@@ -21,8 +21,10 @@ import numpy as np
 import pytest
 
 from trtis import config, repository
-from trtis.serving import embedded
-from trtis.serving.launcher import LaunchError, free_port, wait_ready
+from trtis.serving import Ports, ServerConfig, embedded
+from trtis.serving.ports import free_port
+from trtis.serving.server import wait_ready
+from trtis.serving.state_folder import LaunchError
 from trt_client import aio, client
 
 HERE = Path(__file__).parent
@@ -139,7 +141,7 @@ class RunningServer:
 def tritonserver(repository_root: Path, extra_flags: list[str], state: Path) -> Iterator[RunningServer]:
     """The embedded tritonserver with ``extra_flags``, on free ports of 127.0.0.1."""
     http, grpc, metrics = free_port(), free_port(), free_port()
-    command = embedded.command(embedded.DEFAULT_HOME, repository_root, "127.0.0.1", http, grpc, metrics)
+    command = embedded.command(repository_root, ServerConfig(ports=Ports(http, grpc, metrics)))
     log = state / f"tritonserver-{grpc}.log"
     with open(log, "wb") as output:
         process = subprocess.Popen(command + extra_flags, stdout=output, stderr=subprocess.STDOUT,

@@ -13,7 +13,7 @@ import pytest
 from client_harness import Clients, one
 from tiny_models import texts
 from trtis.serving import serve
-from trtis.serving.launcher import free_port
+from trtis.serving.ports import free_port
 from trt_client import client
 from trt_client.errors import (InferenceFailed, InvalidInput, ModelNotReady, Overloaded, RequestTimeout,
                                ServerUnreachable, TooManyInFlight, TrtClientError)

@@ -20,7 +20,7 @@ from tritonclient.utils import InferenceServerException
 from client_harness import echo_model, kill_tritonserver
 from trtis import repository
 from trtis.serving import serve
-from trtis.serving.supervisor import ready
+from trtis.serving.health import ready
 from trt_client.errors import ServerUnreachable
 
 FAILS_WITHIN_S = 5.0    # a request to the dead server fails by then (its timeout is 30 s)

@@ -13,7 +13,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from client_harness import kill_tritonserver, one
-from trtis.serving import serve
+from trtis.serving import ServerConfig, serve
 from trt_client import client
 from trt_client.errors import ServerUnreachable, TrtClientError
 
@@ -78,7 +78,7 @@ def test_two_replicas_balanced_one_killed_mid_run_then_back(clients, tiny, tmp_p
         assert served(a.grpc_url) - before["a"] >= DURING - KILL_AT, "the survivor did not take the later requests"
 
         b.stop()  # what the kill left: the HTTP front door (its own process group) holds two of b's ports
-        with serve(tiny.root, ports=b.ports):  # the replica comes back on its address
+        with serve(tiny.root, ServerConfig(ports=b.ports)):  # the replica comes back on its address
             deadline, sent = time.monotonic() + 60, 0
             while served(b.grpc_url) == 0 and time.monotonic() < deadline:
                 runner.run(input=one(sent % 10))

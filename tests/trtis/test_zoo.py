@@ -16,7 +16,7 @@ import torch
 import tritonclient.grpc as grpcclient
 
 from trtis import export, repository, verify
-from trtis.serving import serve
+from trtis.serving import ServerConfig, serve
 
 transformers = pytest.importorskip("transformers", reason="transformers is not installed (install.sh installs it)")
 
@@ -141,7 +141,7 @@ def zoo(tmp_path_factory):
     root = tmp_path_factory.mktemp("zoo")
     repository.write_repository(root / "repo", models)
     written = files(root / "repo")
-    with serve(root / "repo", state_dir=root / "state", timeout=600) as server:
+    with serve(root / "repo", ServerConfig(timeout=600), state_dir=root / "state") as server:
         yield Zoo(grpcclient.InferenceServerClient(server.grpc_url), refused, root, written)
 
 

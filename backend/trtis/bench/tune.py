@@ -27,7 +27,7 @@ from trtis import repository
 from trtis.bench import ensembles, load
 from trtis.bench.inputs import Request
 from trtis.config import ModelConfig
-from trtis.serving import serve
+from trtis.serving import ServerConfig, serve
 
 TIE = 0.97  # scores within 3% of the best are a tie
 RULE = ("the highest worst-level ratio of throughput to the reference (ties within 3%: the higher mean ratio); "
@@ -147,7 +147,7 @@ def measure(source: Path, model: str, configs: Mapping[str, ModelConfig], reques
     models = ensembles.composing_models(configs, model)
     with tempfile.TemporaryDirectory(prefix="tune-") as scratch:
         root = scratch_repository(Path(source), configs, Path(scratch) / "repository")
-        with serve(root, timeout=600) as server:
+        with serve(root, ServerConfig(timeout=600)) as server:
             return [load.measure(server.grpc_url, model, requests, level, seconds, warmup, models, clients,
                                  server.metrics_url) for level in levels]
 

@@ -4,14 +4,17 @@
 """
 from __future__ import annotations
 
-__all__ = ["LaunchError", "Ports", "Server", "serve"]
+# Where each public name lives, imported when first asked for: ``python -m trtis.serving.supervisor``
+# (and ``front_door``) then run without the package having imported the rest first.
+_HOMES = {"LaunchError": "state_folder", "Ports": "ports", "Server": "server", "ServerConfig": "server_config",
+          "serve": "server"}
+__all__ = sorted(_HOMES)
 
 
 def __getattr__(name: str):
-    """The launcher's names, imported when first asked for: ``python -m trtis.serving.supervisor``
-    (and ``front_door``) then run without the package having imported them first."""
-    if name in __all__:
-        from trtis.serving import launcher
+    """The public names of the serving modules, imported on first use."""
+    if name in _HOMES:
+        import importlib
 
-        return getattr(launcher, name)
+        return getattr(importlib.import_module(f"trtis.serving.{_HOMES[name]}"), name)
     raise AttributeError(f"module 'trtis.serving' has no attribute {name!r}")

@@ -29,7 +29,7 @@ from trtis import config
 from trtis.bench.inputs import Request, model_inputs, requests_for
 from trtis.bench.load import percentiles
 from trtis.repository import read_configs
-from trtis.serving import launcher, process, serve
+from trtis.serving import process, serve, state_folder
 from trtis.serving.soak import MIB, MemorySampler, write_report
 
 
@@ -106,7 +106,7 @@ def burst(repository: Path, model: str, files: list[Path], good: Path, count: in
         good_request = requests_for(inputs, [good])[0][0]
         send_all(server.grpc_url, model, [good_request], server.admin_headers)  # warm
         sampler = MemorySampler(server.state_dir, interval=0.2)
-        prefix = json.loads((server.state_dir / launcher.STATE_FILE).read_text())["shm_prefix"]
+        prefix = json.loads((server.state_dir / state_folder.STATE_FILE).read_text())["shm_prefix"]
         before = {name: process.rss_bytes(pid) for name, pid in sampler.processes().items()}
         shm_before = shared_memory_bytes(prefix)
         sampler.start()

@@ -17,7 +17,7 @@ import shutil
 import subprocess
 from pathlib import Path, PurePosixPath
 
-from trtis.serving.security import Security
+from trtis.serving.server_config import ServerConfig
 
 PATCHED_IMAGE = "nvcr.io/nvidia/tritonserver:26.04-py3"
 TENSORFLOW_IMAGE = "nvcr.io/nvidia/tritonserver:25.02-py3"
@@ -88,12 +88,14 @@ def unavailable_reason(image: str = DEFAULT_IMAGE) -> str | None:
     return None
 
 
-def command(repository: Path, host: str, http_port: int, grpc_port: int, metrics_port: int,
-            image: str = DEFAULT_IMAGE, gpus: str = "all", shm_size: str = "1g", *,
-            security: Security = Security(), shm_prefix: str, http_host: str | None = None) -> list[str]:
+def command(repository: Path, config: ServerConfig, *, shm_prefix: str, http_host: str | None = None,
+            shm_size: str = "1g") -> list[str]:
     """The tutorial's ``docker run`` (GPUs, shared memory, memlock and stack limits, the repository
     at /models, 8000-8002 published on the tutorial's ports), with tritonserver under the supervisor.
-    gRPC is published on ``host``, HTTP and metrics on ``http_host`` (the front door's loopback side)."""
+    gRPC is published on ``config.host``, HTTP and metrics on ``http_host`` (the front door's
+    loopback side); ``config.gpus`` is start.sh's ``--gpus`` (all, or a list such as 0,1)."""
+    host, ports, security = config.host, config.chosen_ports, config.security
+    gpus = config.gpus if config.gpus == "all" else f'"device={config.gpus}"'
     tls = security.grpc_tls
     inside = {} if tls is None else {Path(tls.cert): TLS_DIR / "server-cert.pem", Path(tls.key): TLS_DIR / "server-key.pem",
                                      **({Path(tls.client_ca): TLS_DIR / "client-ca.pem"} if tls.client_ca else {})}
@@ -105,12 +107,12 @@ def command(repository: Path, host: str, http_port: int, grpc_port: int, metrics
         "docker", "run", "--detach", "--rm", "--name", CONTAINER,
         f"--gpus={gpus}", f"--shm-size={shm_size}",
         "--ulimit", "memlock=-1", "--ulimit", "stack=67108864",
-        "-p", f"{http_host or host}:{http_port}:8000", "-p", f"{host}:{grpc_port}:8001",
-        "-p", f"{http_host or host}:{metrics_port}:8002",
+        "-p", f"{http_host or host}:{ports.http}:8000", "-p", f"{host}:{ports.grpc}:8001",
+        "-p", f"{http_host or host}:{ports.metrics}:8002",
         "-v", f"{Path(repository).resolve()}:/models:ro",
         "-v", f"{PACKAGE}:/opt/trtis/trtis:ro", "-e", "PYTHONPATH=/opt/trtis", "-e", f"TRTIS_STATE_DIR={STATE_DIR}",
         *(part for mount in mounts for part in ("-v", mount)),
-        image,
+        config.image or DEFAULT_IMAGE,
         "python3", "-m", "trtis.serving.supervisor", "run", "--state-file", STATE_FILE, "--ready-url", READY_URL,
         "--shm-prefix", shm_prefix, "--metrics-url", METRICS_URL, "--", *server,
     ]

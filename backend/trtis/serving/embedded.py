@@ -22,7 +22,7 @@ import sysconfig
 from pathlib import Path
 
 from trtis.serving import backend_tree
-from trtis.serving.security import Security
+from trtis.serving.server_config import ServerConfig
 
 log = logging.getLogger(__name__)
 
@@ -94,14 +94,15 @@ def assemble(home: Path = DEFAULT_HOME) -> Path:
     return Path(home)
 
 
-def command(home: Path, repository: Path, host: str, http_port: int, grpc_port: int, metrics_port: int,
-            log_verbose: int = 0, *, shm_prefix: str | None = None, security: Security = Security(),
-            http_host: str | None = None) -> list[str]:
+def command(repository: Path, config: ServerConfig, *, shm_prefix: str | None = None, http_host: str | None = None,
+            home: Path = DEFAULT_HOME) -> list[str]:
     """The server's command line; model control mode none: clients cannot load or unload.
 
-    gRPC listens on ``host``, HTTP and metrics on ``http_host`` (default ``host``: behind the front
-    door they listen on loopback only). ``shm_prefix`` names the Python backend's shared-memory regions, so that the regions and stub
-    processes of this server can be told from any other's; ``security`` adds its API locks and TLS."""
+    gRPC listens on ``config.host``, HTTP and metrics on ``http_host`` (default the same: behind the
+    front door they listen on loopback only). ``shm_prefix`` names the Python backend's shared-memory
+    regions, so that the regions and stub processes of this server can be told from any other's;
+    ``config.security`` adds its API locks and TLS."""
+    ports, security = config.chosen_ports, config.security
     backends = Path(home) / "backends"
     if not (backends / "python" / "triton_python_backend_stub").exists():
         raise EmbeddedServerError(f"no embedded server assembled in {home}: run ./install.sh")
@@ -114,19 +115,19 @@ def command(home: Path, repository: Path, host: str, http_port: int, grpc_port: 
         "--strict-readiness=true",
         "--exit-on-error=true",
         "--exit-timeout-secs=15",
-        f"--http-address={http_host or host}", f"--http-port={http_port}",
-        f"--grpc-address={host}", f"--grpc-port={grpc_port}",
-        f"--metrics-address={http_host or host}", f"--metrics-port={metrics_port}",
-        f"--log-verbose={log_verbose}",
+        f"--http-address={http_host or config.host}", f"--http-port={ports.http}",
+        f"--grpc-address={config.host}", f"--grpc-port={ports.grpc}",
+        f"--metrics-address={http_host or config.host}", f"--metrics-port={ports.metrics}",
+        f"--log-verbose={config.log_verbose}",
         *([f"--backend-config=python,shm-region-prefix-name={shm_prefix}"] if shm_prefix else []),
         *[f"--cuda-memory-pool-byte-size={gpu}:{CUDA_MEMORY_POOL_BYTES}" for gpu in range(gpu_count())],
         *security.server_flags(),
     ]
 
 
-# Triton moves GPU tensors between the models of an ensemble through a CUDA memory pool per GPU, 64 MB
-# by default: a batch of 45 float32 512x512 images is 141 MB, and what the pool cannot hold goes
-# through host memory instead. 1 GB holds about 700 FP16 images in flight between two models.
+# Triton moves GPU tensors between the models of an ensemble through a CUDA memory pool per GPU, whose
+# default is smaller than one large batch of images; what the pool cannot hold goes through host
+# memory instead (docs/performance/gpu.md).
 CUDA_MEMORY_POOL_BYTES = 1 << 30
 
 

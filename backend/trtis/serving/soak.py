@@ -25,7 +25,7 @@ from pathlib import Path
 
 from trtis.bench.inputs import files_under, model_inputs, requests_for
 from trtis.bench.load import measure
-from trtis.serving import launcher, process, serve
+from trtis.serving import process, serve, state_folder
 from trtis.serving.supervisor import ready
 
 MIB = 2 ** 20
@@ -36,7 +36,7 @@ class MemorySampler(threading.Thread):
 
     def __init__(self, state_dir: Path, interval: float):
         super().__init__(daemon=True)
-        self.state_file, self.interval, self.done = Path(state_dir) / launcher.STATE_FILE, interval, threading.Event()
+        self.state_file, self.interval, self.done = Path(state_dir) / state_folder.STATE_FILE, interval, threading.Event()
         self.samples: list[tuple[float, dict[str, int]]] = []
 
     def processes(self) -> dict[str, int]:

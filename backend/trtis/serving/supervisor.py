@@ -32,31 +32,27 @@ not ready or any stub of it is dead. Standard library only, so it runs in the of
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import re
 import resource
-import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
 from trtis.serving import front_door, process
+from trtis.serving.health import probe, ready, shm_shortage, write_state
+from trtis.serving.model_progress import Progress
 
 log = logging.getLogger("trtis.supervisor")
 
 POLL_S = 0.5           # how often the stubs are looked at
 RESTART_GRACE_S = 3.0  # what requests in flight get to finish before a broken server is killed
 STOPPED_GRACE_S = 1.0  # how long a backend process may stay stopped before it counts as dead
-METRICS_EVERY_S = 2.0  # how often Triton's counters are read for a hang (a read may take a moment)
 HANG_TIMEOUT_S = 120.0  # no request finished while some wait: the default, long enough for a slow first batch
 # Triton's HTTP threads parse a request's JSON recursively: a thread stack of 64 MB (Triton's own
 # deployment guide gives Docker --ulimit stack=67108864) holds any JSON the front door lets through.
@@ -80,27 +76,6 @@ class RestartPolicy:
         """The wait before the restart that makes ``recent`` failures within the window."""
         beyond = recent - self.free
         return 0.0 if beyond <= 0 else min(self.max_s, self.first_s * 2 ** (beyond - 1))
-
-
-def ready(url: str, timeout: float = 2.0) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def read_state(path: Path) -> dict | None:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _write_state(path: Path, state: dict) -> None:
-    scratch = path.with_name(path.name + ".tmp")
-    scratch.write_text(json.dumps(state, indent=1))
-    os.replace(scratch, path)
 
 
 @dataclass(frozen=True)
@@ -134,15 +109,6 @@ class Watch:
     shm_floor_mb: int = SHM_FLOOR_MB
 
 
-def shm_shortage(floor_mb: int) -> str | None:
-    """Why the Python backend cannot take large requests now (/dev/shm nearly full), or None."""
-    free = shutil.disk_usage(process.SHM).free
-    if free >= floor_mb << 20:
-        return None
-    return (f"/dev/shm has {free >> 20} MB free, under {floor_mb} MB: the Python backend cannot grow its shared memory, "
-            "so larger requests fail; free it, or give the server more (docker --shm-size, the pod's dshm sizeLimit)")
-
-
 class Supervisor:
     def __init__(self, watch: Watch):
         self.watch = watch
@@ -156,7 +122,7 @@ class Supervisor:
 
     def _update(self, **changes) -> None:
         self.state.update(changes)
-        _write_state(self.watch.state_file, self.state)
+        write_state(self.watch.state_file, self.state)
 
     def _stop_signal(self, signum, frame) -> None:
         self.stopping.set()
@@ -204,8 +170,8 @@ class Supervisor:
 
     def _launch(self) -> None:
         self.server = subprocess.Popen(self.watch.command, stdin=subprocess.DEVNULL, preexec_fn=_large_stack)
-        found = process.identify(self.server.pid)  # None when it died at once: _wait_ready says so
-        self._update(server=found.to_json() if found else None)
+        started = process.identify(self.server.pid)  # None when it died at once: _wait_ready says so
+        self._update(server=started.to_json() if started else None)
 
     def _keep_proxy(self) -> None:
         """Start the front door, or start it again when it exited (Triton keeps running meanwhile)."""
@@ -222,8 +188,8 @@ class Supervisor:
             self.stopping.wait(POLL_S)  # one that dies at once is not restarted in a tight loop
         self.proxy = subprocess.Popen(front_door.command(*self.watch.proxy), stdin=subprocess.DEVNULL)
         self.proxy_workers = []
-        found = process.identify(self.proxy.pid)
-        self._update(proxy=found.to_json() if found else None)
+        started = process.identify(self.proxy.pid)
+        self._update(proxy=started.to_json() if started else None)
 
     def _wait_ready(self) -> str | None:
         """None once ready; else why not."""
@@ -336,85 +302,6 @@ def _large_stack() -> None:
     thread's stack from this limit, and takes 2 MB when it is unlimited), within the hard limit."""
     _, hard = resource.getrlimit(resource.RLIMIT_STACK)
     resource.setrlimit(resource.RLIMIT_STACK, (STACK_BYTES if hard == resource.RLIM_INFINITY else min(STACK_BYTES, hard), hard))
-
-
-# Triton's per-model counters at /metrics: what waits, and what has finished.
-_COUNTER = re.compile(r'^nv_inference_(pending_request_count|exec_count|request_success|request_failure)'
-                      r'\{(?P<labels>[^}]*)\} (?P<value>\S+)$', re.M)
-_MODEL = re.compile(r'model="(?P<model>[^"]*)",?.*version="(?P<version>[^"]*)"')
-
-
-class Progress:
-    """Whether a model has had requests waiting for ``timeout`` seconds while none of its requests
-    finished (ok or not): a backend process alive but deadlocked. A busy model finishes requests."""
-
-    def __init__(self, metrics_url: str, timeout: float):
-        self.metrics_url, self.timeout, self.read_at = metrics_url, timeout, float("-inf")
-        self.waiting_since: dict[str, tuple[float, tuple]] = {}
-
-    def counters(self) -> dict[str, dict[str, float]] | None:
-        try:
-            with urllib.request.urlopen(self.metrics_url, timeout=2) as response:
-                text = response.read().decode(errors="replace")
-        except (urllib.error.URLError, OSError):
-            return None
-        found: dict[str, dict[str, float]] = {}
-        for line in _COUNTER.finditer(text):
-            model = _MODEL.search(line["labels"])
-            if model:
-                counters = found.setdefault(f"{model['model']} version {model['version']}", {})
-                counters[line[1]] = counters.get(line[1], 0.0) + float(line["value"])
-        return found
-
-    def hung(self) -> str | None:
-        now = time.monotonic()
-        if now - self.read_at < METRICS_EVERY_S:
-            return None
-        self.read_at, counters = now, self.counters()
-        if counters is None:
-            return None  # the metrics port not answering is no sign of a hung model
-        for model, values in counters.items():
-            finished = (values.get("exec_count"), values.get("request_success"), values.get("request_failure"))
-            if values.get("pending_request_count", 0) <= 0:
-                self.waiting_since.pop(model, None)
-                continue
-            since, seen = self.waiting_since.get(model, (now, finished))
-            if seen != finished:
-                since = now
-            self.waiting_since[model] = (since, finished)
-            if now - since >= self.timeout:
-                return (f"model {model} has had requests waiting for {now - since:.0f} s and finished none "
-                        "(a backend process of it hangs)")
-        return None
-
-
-def probe(ready_url: str, state_file: Path | None = None) -> str | None:
-    """Why the server is not healthy, or None: it answers ready and none of its stubs is dead.
-
-    With a state file, the server is the one recorded there; without one (inside a container),
-    every tritonserver process this machine shows."""
-    state = read_state(state_file) if state_file is not None else None
-    if state is not None and state.get("supervisor") and not process.ProcessId.from_json(state["supervisor"]).alive():
-        return (f"the supervisor (pid {state['supervisor']['pid']}) is not running, so nothing restarts the server "
-                "after a fault: ./start.sh --restart")
-    if state is not None and state.get("status") == "restarting":
-        wait = max(0.0, float(state.get("restart_at", 0)) - time.time())
-        return f"the supervisor is restarting the server{f' in {wait:.0f} s' if wait >= 1 else ''}: {state.get('last_failure', '')}"
-    if not ready(ready_url):
-        return f"the server does not answer ready at {ready_url}"
-    if state is not None and state.get("status") != "ready":
-        return f"the supervisor reports {state.get('status')}: {state.get('last_failure', '')}".rstrip(": ")
-    if state is not None and state.get("shm_shortage"):
-        return state["shm_shortage"]
-    if state is not None and state.get("server"):
-        servers = [process.ProcessId.from_json(state["server"]).pid]
-    else:
-        servers = process.named("tritonserver")
-    for server in servers:
-        dead = process.dead_stubs(server)
-        if dead:
-            return f"backend process(es) {dead} of tritonserver pid {server} died"
-    return None
 
 
 def main(argv: list[str] | None = None) -> int:
