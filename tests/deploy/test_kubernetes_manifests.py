@@ -18,7 +18,7 @@ import pytest
 from rendered_manifests import (DASHBOARD, FRONT_DOOR_CONF, OVERLAYS, SUPERVISOR_PROBE, adapter_query, adapter_rules,
                                 flags, front_door_container, named_queries, one, pod_ports, pod_spec, render, selectors,
                                 server_args, supervised, triton_container)
-from trtis.serving import front_door, process
+from trtis.serving import embedded, front_door, process
 from trtis.serving.supervisor import RestartPolicy
 
 # The oldest Kubernetes these manifests are for, and the newest whose schemas kubernetes-validate
@@ -231,8 +231,10 @@ def test_overlays_differ_where_the_hardware_does(rendered):
     # The image's tag: the project's version and the Dockerfile's VARIANT.
     version = importlib.metadata.version("trtis")
     assert cpu["image"].endswith(f":{version}-cpu") and gpu["image"].endswith(f":{version}-gpu")
-    assert set(cpu["args"]) - set(gpu["args"]) == {"--allow-gpu-metrics=false"} and set(gpu["args"]) < set(cpu["args"])
-    assert server_args(cpu)[-1] == "--allow-gpu-metrics=false", "the overlay's flag is tritonserver's"
+    pool = f"--cuda-memory-pool-byte-size=0:{embedded.CUDA_MEMORY_POOL_BYTES}"  # the embedded server's, on GPU 0
+    assert set(cpu["args"]) - set(gpu["args"]) == {"--allow-gpu-metrics=false"}
+    assert set(gpu["args"]) - set(cpu["args"]) == {pool}
+    assert server_args(cpu)[-1] == "--allow-gpu-metrics=false" and server_args(gpu)[-1] == pool, "the overlays' flags are tritonserver's"
     targets = {overlay: int(one(objects, "HorizontalPodAutoscaler")["spec"]["metrics"][0]["pods"]["target"]["averageValue"])
                for overlay, objects in rendered.items()}
     assert targets == {"cpu": 200_000, "gpu": 20_000}

@@ -7,6 +7,7 @@
 #                                                              tools/front_door_cost.py)
 #                                      .device/extras/nginx/  (the front door: install.sh's nginx and
 #                                                              the system libraries it links)
+#                                      .device/gpu-overlay.yaml (the GPU overlay, rendered: image_tree.py)
 # (The test images are generated on the GPU host itself: gpu-figures.sh.)
 # Run it on this machine after ./install.sh; each bundle fits one 64 MiB transfer beside the tree.
 set -euo pipefail
@@ -55,4 +56,8 @@ ldd "$nginx" | awk '$2 == "=>" && $1 ~ /^lib(crypt|pcre2-8|ssl|crypto|z)\.so/ {p
   cp -L "$lib" .device/extras/nginx/lib/
 done
 
-du -sh .device/server.tar.xz .device/extras/*
+# 4. The GPU overlay's objects as kubectl renders them (the host has no kubectl): tools/device/image_tree.py
+#    runs its tritonserver container there.
+.venv/bin/kubectl kustomize deploy/kubernetes/overlays/gpu > .device/gpu-overlay.yaml
+
+du -sh .device/server.tar.xz .device/extras/* .device/gpu-overlay.yaml
