@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from detection import pipeline, workload
-from trtis.bench import cli
+from trtis.bench import Titles, cli
 
 ROOT = Path(__file__).resolve().parents[2]
 COLUMNS = [("network batch", pipeline.NETWORK, "average_batch"), ("network queue ms", pipeline.NETWORK, "queue_ms"),
@@ -39,8 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     levels = " ".join(str(level) for level in args.concurrency)
     reproduce = (f"./start.sh --restart && example/detection/bench.sh --concurrency {levels} --seconds {args.seconds:g}"
                  " --name my-machine  # writes reports/my-machine.{json,md,png}")
-    return cli.run_bench(args, pipeline.ENSEMBLE, requests, source, overrides=overrides, alone=pipeline.NETWORK,
-                         subject="Detection ensemble", columns=COLUMNS, reproduce=reproduce)
+    titles = Titles(source=source, subject="Detection ensemble", columns=COLUMNS, reproduce=reproduce)
+    return cli.run_bench(args, pipeline.ENSEMBLE, requests, titles, overrides=overrides, alone=pipeline.NETWORK)
 
 
 if __name__ == "__main__":

@@ -24,8 +24,7 @@ BOX_TOLERANCE, SCORE_TOLERANCE = 1e-2, 1e-5  # original-image pixels; sigmoid sc
 
 
 def compare_detections(stage: str, reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray],
-                       box_tolerance: float, score_tolerance: float, boxes: str = "boxes", scores: str = "scores",
-                       classes: str = "classes", min_score: float = 0.0) -> list[Comparison]:
+                       box_tolerance: float, score_tolerance: float, min_score: float = 0.0) -> list[Comparison]:
     """Compare two detectors' top-K outputs ([N, K, ...], scores descending) without depending on
     the order of equal scores, which differs between runtimes.
 
@@ -36,6 +35,7 @@ def compare_detections(stage: str, reference: Mapping[str, np.ndarray], candidat
     at least ``min_score + score_tolerance`` must find a match (a quantized model's low scores may
     cross the threshold), and the score row compares matched detections only.
     """
+    boxes, scores, classes = pipeline.BOXES, pipeline.SCORES, pipeline.CLASSES
     ref_boxes, ref_scores, ref_classes = (np.asarray(reference[k]) for k in (boxes, scores, classes))
     cand_boxes, cand_scores, cand_classes = (np.asarray(candidate[k]) for k in (boxes, scores, classes))
     if ref_scores.shape != cand_scores.shape:
@@ -57,7 +57,6 @@ def compare_detections(stage: str, reference: Mapping[str, np.ndarray], candidat
             score_gap = max(score_gap, float(gaps[np.arange(len(best)), best][matched].max()))
     return [Comparison(stage, boxes, worst_box, box_tolerance), Comparison(stage, scores, score_gap, score_tolerance),
             Comparison(stage, "unmatched", float(unmatched), 0.0)]
-
 
 
 def centres(detections: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

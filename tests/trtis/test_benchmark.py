@@ -91,9 +91,9 @@ def test_benchmark_of_the_ensemble_with_files_statistics_baselines_and_reports(t
                                                                                tmp_path):
     requests, source = bench.requests_for(bench.model_inputs(tiny_server.grpc_url, "tiny-chain"), number_files)
     assert source == "4 input files" and requests[0]["text"].shape == (1, 1)
-    found = bench.benchmark(tiny_server.grpc_url, "tiny-chain", requests, [1, 2], **SHORT, repository=tiny.root,
-                            alone="tiny-affine", naive_port=0, metrics_url=tiny_server.metrics_url, source=source,
-                            reproduce="python -m trtis.bench --model tiny-chain")
+    found = bench.benchmark(bench.Target(tiny_server.grpc_url, "tiny-chain", metrics_url=tiny_server.metrics_url),
+                            bench.Load(requests, [1, 2], **SHORT), bench.Baselines(tiny.root, alone="tiny-affine"),
+                            bench.Titles(source=source, reproduce="python -m trtis.bench --model tiny-chain"))
     assert [row["concurrency"] for row in found["served"]] == [1, 2]
     for row in found["served"]:
         assert row["errors"] == 0 and row["requests"] > 0 and row["throughput"] > 0
@@ -118,8 +118,8 @@ def test_benchmark_of_the_ensemble_with_files_statistics_baselines_and_reports(t
 def test_benchmark_of_a_single_model_with_random_inputs_and_two_client_processes(tiny_server):
     requests, _ = bench.requests_for(bench.model_inputs(tiny_server.grpc_url, "tiny-affine"), count=4)
     unreachable = f"http://127.0.0.1:{tiny_server.ports.http}/no-metrics-here"
-    found = bench.benchmark(tiny_server.grpc_url, "tiny-affine", requests, [2], **SHORT, clients=2,
-                            metrics_url=unreachable, progress=False)
+    found = bench.benchmark(bench.Target(tiny_server.grpc_url, "tiny-affine", metrics_url=unreachable),
+                            bench.Load(requests, [2], **SHORT, clients=2), progress=False)
     (row,) = found["served"]
     assert row["clients"] == 2 and row["errors"] == 0 and row["requests"] > 0
     assert list(row["triton"]) == ["tiny-affine"] and row["triton"]["tiny-affine"]["inferences"] > 0
@@ -132,7 +132,8 @@ def test_benchmark_of_a_single_model_with_random_inputs_and_two_client_processes
 def test_requests_the_model_refuses_are_counted_with_the_reason(tiny_server, tmp_path):
     (tmp_path / "bad.txt").write_text("not a number")
     requests = bench.file_requests(bench.model_inputs(tiny_server.grpc_url, "tiny-chain"), [tmp_path / "bad.txt"])
-    found = bench.benchmark(tiny_server.grpc_url, "tiny-chain", requests, [1], seconds=0.5, warmup=0, progress=False)
+    found = bench.benchmark(bench.Target(tiny_server.grpc_url, "tiny-chain"), bench.Load(requests, [1], seconds=0.5, warmup=0),
+                            progress=False)
     (row,) = found["served"]
     assert row["errors"] > 0 and row["requests"] == 0 and "tiny-text" in row["first_error"]
 
@@ -195,3 +196,12 @@ def test_the_command_line_of_the_performance_doc_runs_as_written(tiny_server, nu
     bad = subprocess.run([sys.executable, "-m", "trtis.bench", "--url", tiny_server.grpc_url, "--model", "tiny-chain",
                           "--output", str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "'text' is BYTES" in bad.stderr, "a clear refusal before any load"
+
+
+@pytest.mark.parametrize("given, said", [({"requests": []}, "no requests to send"),
+                                         ({"levels": [0]}, "levels and clients must be at least 1"),
+                                         ({"clients": 0}, "levels and clients must be at least 1"),
+                                         ({"seconds": 0}, "seconds positive")])
+def test_a_load_that_cannot_be_measured_is_refused_before_any_server_is_asked(given, said):
+    with pytest.raises(ValueError, match=said):
+        bench.Load(**{"requests": [{"x": np.zeros((1, 1), np.float32)}], "levels": [1], **given})

@@ -17,6 +17,7 @@ from trtis.bench.in_process import InProcessModel, StepFunction
 from trtis.bench.inputs import Request
 from trtis.bench.load import percentiles
 from trtis.bench.naive_server import NaiveServer, encode_body, raw_input
+from trtis.bench.plan import Load
 
 
 def rate(work: Callable[[int], object], batch: int, seconds: float) -> float:
@@ -126,12 +127,12 @@ def naive_level(port: int, requests: Sequence[Request], raw: bool, concurrency: 
     return threaded(post, concurrency, seconds, warmup, failures=(OSError,))
 
 
-def naive_levels(root: Path | str, model: str, requests: Sequence[Request], levels: Sequence[int], seconds: float,
-                 warmup: float, overrides: Mapping[str, StepFunction] | None = None, port: int = 0,
-                 progress: Callable[[Sequence[int]], Iterable[int]] = iter) -> list[dict]:
-    """Start the naive server and measure it at each of ``levels``."""
+def naive_levels(root: Path | str, model: str, load: Load, overrides: Mapping[str, StepFunction] | None = None,
+                 port: int = 0, progress: Callable[[Sequence[int]], Iterable[int]] = iter) -> list[dict]:
+    """Start the naive server and measure it at each of ``load.levels``."""
     from trtis import repository
 
     raw = raw_input(repository.read_configs(Path(root))[model])
     with NaiveServer(root, model, overrides, port) as server:
-        return [naive_level(server.port, requests, raw, level, seconds, warmup) for level in progress(levels)]
+        return [naive_level(server.port, load.requests, raw, level, load.seconds, load.warmup)
+                for level in progress(load.levels)]

@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from trtis import quiet, repository
@@ -22,8 +23,9 @@ from trtis.bench.measurement import benchmark, this_machine
 from trtis.bench.baselines import in_process_levels
 from trtis.bench.in_process import InProcessModel, StepFunction
 from trtis.bench.inputs import Request, files_under, inputs_of, model_inputs, requests_for
+from trtis.bench.plan import Baselines, Load, Target, Titles
 from trtis.serving import LaunchError
-from trtis.serving.launcher import ADMIN_KEY_FILE
+from trtis.serving.state_folder import ADMIN_KEY_FILE
 from trtis.serving.security import Security, SecurityError, read_key
 from trt_client.errors import TrtClientError
 
@@ -103,11 +105,9 @@ def key_headers(args: argparse.Namespace) -> dict[str, str]:
     return keys.admin_headers | keys.inference_headers
 
 
-def run_bench(args: argparse.Namespace, model: str, requests: Sequence[Request], source: str, *,
-              overrides: Mapping[str, StepFunction] | None = None, alone: str | None = None,
-              subject: str | None = None, columns: Sequence[report.Column] | None = None,
-              reproduce: str | None = None) -> int:
-    """Measure, write the three report files, print the table."""
+def run_bench(args: argparse.Namespace, model: str, requests: Sequence[Request], titles: Titles, *,
+              overrides: Mapping[str, StepFunction] | None = None, alone: str | None = None) -> int:
+    """Measure, write the three report files, print the table (``titles.device`` from ``--device``)."""
     quiet.setup(args.verbose)
     try:
         headers = key_headers(args)
@@ -122,13 +122,12 @@ def run_bench(args: argparse.Namespace, model: str, requests: Sequence[Request],
         return 2
     try:
         found = benchmark(
-            args.url, model, requests, args.concurrency, seconds=args.seconds, warmup=args.warmup,
-            clients=args.clients, metrics_url=args.metrics_url or metrics_url_of(args.url),
-            headers=headers,
-            repository=args.model_repository if measure_baselines else None, overrides=overrides, alone=alone,
-            batches=args.batches, naive_port=args.naive_port, naive_concurrency=args.naive_concurrency,
-            baselines_from=earlier, device=args.device, source=source, subject=subject, columns=columns,
-            reproduce=reproduce)
+            Target(args.url, model, metrics_url=args.metrics_url or metrics_url_of(args.url), headers=headers),
+            Load(requests, args.concurrency, seconds=args.seconds, warmup=args.warmup, clients=args.clients),
+            Baselines(args.model_repository if measure_baselines else None, overrides=overrides, alone=alone,
+                      batches=args.batches, naive_port=args.naive_port, naive_concurrency=args.naive_concurrency,
+                      earlier=earlier),
+            replace(titles, device=args.device))
     except (ValueError, RuntimeError, OSError, TrtClientError) as error:  # PermissionError: an OSError
         print(f"{model}: {error}", file=sys.stderr)
         return 1
@@ -174,8 +173,8 @@ def run_tune(args: argparse.Namespace, model: str, instances: Mapping[str, Seque
                 rows = in_process_levels(runner, requests, [level * args.clients for level in args.concurrency],
                                          args.seconds, args.warmup)
             in_process = {level: row["throughput"] for level, row in zip(args.concurrency, rows)}
-        results = tune.sweep(root, model, settings, requests, args.concurrency, args.seconds, args.warmup,
-                             args.clients)
+        results = tune.sweep(root, model, settings, Load(requests, args.concurrency, seconds=args.seconds,
+                                                          warmup=args.warmup, clients=args.clients))
     except (ValueError, KeyError, RuntimeError, LaunchError) as error:
         print(f"tune: {error}", file=sys.stderr)
         return 1
@@ -217,7 +216,7 @@ def bench_main(argv: Sequence[str]) -> int:
     except (ValueError, OSError) as error:  # SecurityError: a ValueError
         parser.error(str(error))
     command = f"python -m trtis.bench --model {args.model} --concurrency {' '.join(map(str, args.concurrency))}"
-    return run_bench(args, args.model, requests, source, alone=args.alone, reproduce=command)
+    return run_bench(args, args.model, requests, Titles(source=source, reproduce=command), alone=args.alone)
 
 
 def tune_main(argv: Sequence[str]) -> int:

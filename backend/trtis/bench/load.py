@@ -19,6 +19,7 @@ import numpy as np
 from trtis.bench import statistics
 from trtis.bench.gpu_metrics import GpuSampler
 from trtis.bench.inputs import Request
+from trtis.bench.plan import Load, Target
 
 
 def percentiles(latencies: Sequence[float]) -> dict[str, float]:
@@ -140,29 +141,24 @@ def _statistics_at(moment: float, url: str, models: Sequence[str], headers: Mapp
     return statistics.read(url, models, headers)
 
 
-def measure(url: str, model: str, requests: Sequence[Request], concurrency: int, seconds: float, warmup: float,
-            models: Sequence[str], clients: int = 1, metrics_url: str | None = None,
-            headers: Mapping[str, str] | None = None) -> dict:
-    """One concurrency level: ``clients`` clients (processes when more than one), each keeping
-    ``concurrency`` requests in flight, measured for ``seconds`` after ``warmup``. Triton's
-    statistics of ``models`` are read at both ends of that window; GPU metrics within it.
-    ``headers`` go with every call (the keys of a server that restricts its APIs)."""
-    if not requests:
-        raise ValueError("no requests to send")
-    if concurrency < 1 or clients < 1 or seconds <= 0 or warmup < 0:
-        raise ValueError(f"concurrency and clients must be at least 1 and seconds positive "
-                         f"(got {concurrency}, {clients}, {seconds})")
+def measure(target: Target, load: Load, concurrency: int, models: Sequence[str]) -> dict:
+    """One concurrency level: ``load.clients`` clients, each keeping ``concurrency`` requests in
+    flight, measured for ``load.seconds`` after ``load.warmup``. Triton's statistics of ``models``
+    are read at both ends of that window; GPU metrics within it."""
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be at least 1 (got {concurrency})")
+    url, headers, clients = target.url, target.headers, load.clients
     statistics.read(url, models, headers)  # a refusal is said before any load
-    with _Clients(url, model, requests, concurrency, clients, headers) as group:
-        start = time.time() + warmup
-        end = start + seconds
-        with GpuSampler(metrics_url, start, end) as gpus, ThreadPoolExecutor(2) as sampler:
+    with _Clients(url, target.model, load.requests, concurrency, clients, headers) as group:
+        start = time.time() + load.warmup
+        end = start + load.seconds
+        with GpuSampler(target.metrics_url, start, end) as gpus, ThreadPoolExecutor(2) as sampler:
             before = sampler.submit(_statistics_at, start, url, models, headers)
             after = sampler.submit(_statistics_at, end, url, models, headers)
             results = group.run(start, end)
             triton = statistics.delta(before.result(), after.result(), models)
     completed = sum(r["completed"] for r in results)
-    row = {"concurrency": concurrency, "clients": clients, "throughput": round(completed / seconds, 2),
+    row = {"concurrency": concurrency, "clients": clients, "throughput": round(completed / load.seconds, 2),
            **percentiles([latency for r in results for latency in r["latencies"]]),
            "errors": sum(r["errors"] for r in results), "requests": completed, "triton": triton,
            "gpus": gpus.summary()}

@@ -24,8 +24,8 @@ from tqdm import tqdm
 
 from trtis import config as trtis_config
 from trtis import repository
-from trtis.bench import ensembles, load
-from trtis.bench.inputs import Request
+from trtis.bench import ensembles, load as load_generator
+from trtis.bench.plan import Load, Target
 from trtis.config import ModelConfig
 from trtis.serving import ServerConfig, serve
 
@@ -141,19 +141,17 @@ def apply(root: Path, configs: Mapping[str, ModelConfig]) -> None:
         os.replace(staging, path)
 
 
-def measure(source: Path, model: str, configs: Mapping[str, ModelConfig], requests: Sequence[Request],
-            levels: Sequence[int], seconds: float, warmup: float, clients: int = 1) -> list[dict]:
-    """Serve ``configs`` from a scratch repository and measure ``model`` at each level."""
+def measure(source: Path, model: str, configs: Mapping[str, ModelConfig], load: Load) -> list[dict]:
+    """Serve ``configs`` from a scratch repository and measure ``model`` at each of ``load.levels``."""
     models = ensembles.composing_models(configs, model)
     with tempfile.TemporaryDirectory(prefix="tune-") as scratch:
         root = scratch_repository(Path(source), configs, Path(scratch) / "repository")
         with serve(root, ServerConfig(timeout=600)) as server:
-            return [load.measure(server.grpc_url, model, requests, level, seconds, warmup, models, clients,
-                                 server.metrics_url) for level in levels]
+            target = Target(server.grpc_url, model, metrics_url=server.metrics_url)
+            return [load_generator.measure(target, load, level, models) for level in load.levels]
 
 
-def sweep(source: Path | str, model: str, settings: Sequence[Setting], requests: Sequence[Request],
-          levels: Sequence[int], seconds: float, warmup: float, clients: int = 1, progress: bool = True) -> list[dict]:
+def sweep(source: Path | str, model: str, settings: Sequence[Setting], load: Load, progress: bool = True) -> list[dict]:
     """Each setting measured at each level: ``{"setting", "label", "levels"}`` per setting."""
     source = Path(source).resolve()
     configs = repository.read_configs(source)
@@ -161,7 +159,7 @@ def sweep(source: Path | str, model: str, settings: Sequence[Setting], requests:
     results = []
     bar = tqdm(checked, desc="tune", unit="setting", disable=not progress)
     for setting, changed in bar:
-        rows = measure(source, model, changed, requests, levels, seconds, warmup, clients)
+        rows = measure(source, model, changed, load)
         results.append({"setting": setting.as_dict(), "label": setting.label(), "levels": rows})
         bar.write(f"{setting.label()}: " + ", ".join(f"c{r['concurrency']} {r['throughput']} req/s" for r in rows))
     return results

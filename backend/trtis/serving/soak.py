@@ -25,6 +25,7 @@ from pathlib import Path
 
 from trtis.bench.inputs import files_under, model_inputs, requests_for
 from trtis.bench.load import measure
+from trtis.bench.plan import Load, Target
 from trtis.serving import process, serve, state_folder
 from trtis.serving.supervisor import ready
 
@@ -129,8 +130,8 @@ def soak(repository: Path, model: str, files: list[Path], minutes: float, concur
         if kill_every:
             killer.start()
         began = time.time()
-        row = measure(server.grpc_url, model, requests, concurrency, minutes * 60, warmup, [model],
-                      headers=server.admin_headers)
+        row = measure(Target(server.grpc_url, model, headers=server.admin_headers),
+                      Load(requests, [concurrency], seconds=minutes * 60, warmup=warmup), concurrency, [model])
         for thread in (sampler, killer):
             thread.done.set()
             if thread.is_alive():
